@@ -1,0 +1,20 @@
+"""Run blocking work in a worker thread, with the backend API (the same code on every loop)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncGenerator
+
+from handlers import StreamClient, StreamRequestHandler
+
+
+def blocking_digest(data: str) -> str:
+    """Stands for any blocking call: a file read, a C library, a synchronous database driver."""
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+class DigestHandler(StreamRequestHandler[str, str]):
+    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
+        request = yield
+        digest = await client.backend().run_in_thread(blocking_digest, request)
+        await client.send_packet(digest)

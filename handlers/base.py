@@ -1,0 +1,269 @@
+"""The request-handler API: what users subclass, and the client objects their code receives.
+
+A handler is one object per server. For every connection (stream) or peer address (datagram)
+the server calls :meth:`~StreamRequestHandler.handle`, an async generator that receives requests
+with ``request = yield`` and answers with ``await client.send_packet(response)``. When the
+generator returns, the server starts a new one for the next request, so the simplest handler is
+three lines::
+
+    class Echo(StreamRequestHandler[Any, Any]):
+        async def handle(self, client):
+            request = yield
+            await client.send_packet(request)
+
+``yield RecvParams(timeout=5.0)`` instead of a bare ``yield`` asks for the next request within
+5 seconds; otherwise :class:`TimeoutError` is thrown into the generator at that ``yield``.
+A message that cannot be decoded is thrown in the same way, as a
+:class:`~protocols.ProtocolError`, so the handler can answer it and go on.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from server_framework.backend import AsyncBackend
+
+__all__ = [
+    "Address",
+    "DatagramClient",
+    "DatagramRequestHandler",
+    "RecvParams",
+    "SocketProxy",
+    "StreamClient",
+    "StreamRequestHandler",
+]
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+#: A peer or local address: ``(host, port)`` for TCP/UDP (IPv6 flow info and scope dropped),
+#: a path (``str``) for Unix sockets (``""`` for an unnamed Unix peer).
+Address: TypeAlias = tuple[str, int] | str
+
+
+@dataclass(frozen=True, slots=True)
+class RecvParams:
+    """What a handler yields instead of ``None`` to tune how its next request is received.
+
+    Attributes:
+        timeout: Seconds to wait for the next request; ``None`` waits forever. On expiry,
+            :class:`TimeoutError` is thrown into the handler's generator at the ``yield``. If
+            the handler catches it, it may ``yield`` again (with a new timeout, or none).
+    """
+
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {self.timeout}")
+
+
+class SocketProxy:
+    """A view of a connection's socket, for options and addresses, whatever the event loop.
+
+    Reading and writing data through it is deliberately impossible: the server owns the
+    socket's I/O. Use it for ``setsockopt`` (e.g. ``TCP_NODELAY``, ``SO_KEEPALIVE``),
+    ``getsockopt``, ``getsockname``/``getpeername`` and ``fileno``.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    @property
+    def family(self) -> _socket.AddressFamily:
+        """The address family (``AF_INET``, ``AF_INET6``, ``AF_UNIX``)."""
+        return _socket.AddressFamily(self._sock.family)
+
+    @property
+    def type(self) -> _socket.SocketKind:
+        """The socket type (``SOCK_STREAM`` or ``SOCK_DGRAM``)."""
+        return _socket.SocketKind(self._sock.type)
+
+    def fileno(self) -> int:
+        """The file descriptor (-1 once closed)."""
+        fd: int = self._sock.fileno()
+        return fd
+
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
+        """Return a socket option's value, as :meth:`socket.socket.getsockopt`."""
+        value: int | bytes = (
+            self._sock.getsockopt(level, option)
+            if buflen is None
+            else self._sock.getsockopt(level, option, buflen)
+        )
+        return value
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        """Set a socket option, as :meth:`socket.socket.setsockopt`."""
+        self._sock.setsockopt(level, option, value)
+
+    def getsockname(self) -> Any:
+        """The socket's own address, as the OS reports it."""
+        return self._sock.getsockname()
+
+    def getpeername(self) -> Any:
+        """The peer's address, as the OS reports it (stream sockets only)."""
+        return self._sock.getpeername()
+
+    def __repr__(self) -> str:
+        return f"<SocketProxy fd={self.fileno()}>"
+
+
+class StreamClient(ABC, Generic[ResponseT]):
+    """One connected peer of a stream server (TCP, TLS, Unix stream), as a handler sees it.
+
+    Attributes:
+        state: A dict for the handler's per-connection data; it lives as long as the connection.
+    """
+
+    __slots__ = ()
+    state: dict[str, Any]
+
+    @abstractmethod
+    async def send_packet(self, packet: ResponseT) -> None:
+        """Serialize, frame and send ``packet``.
+
+        Returns once the bytes are handed to the transport; waits only when the peer reads
+        slower than we write (the transport's buffer is over its high-water mark). Calls from
+        several tasks never interleave frames; frames go out in call order.
+
+        Raises:
+            ClosedResourceError: the connection was closed by us.
+            BrokenResourceError: the peer or the OS broke the connection.
+            SerializeError: ``packet`` cannot be serialized.
+
+        Cancellation: a cancelled call has either sent its whole frame or nothing of it.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close the connection; pending outgoing data is flushed first. Idempotent."""
+
+    @abstractmethod
+    def is_closing(self) -> bool:
+        """True once the connection is closed or closing (by either side)."""
+
+    @abstractmethod
+    def backend(self) -> AsyncBackend:
+        """The server's :class:`~server_framework.backend.AsyncBackend` (threads, portals...)."""
+
+    @property
+    @abstractmethod
+    def peer_address(self) -> Address:
+        """The peer's address (the original client's, when the PROXY protocol is enabled)."""
+
+    @property
+    @abstractmethod
+    def local_address(self) -> Address:
+        """Our end's address."""
+
+    @property
+    @abstractmethod
+    def socket(self) -> SocketProxy:
+        """The connection's socket, for options (see :class:`SocketProxy`)."""
+
+
+class DatagramClient(ABC, Generic[ResponseT]):
+    """One peer address of a datagram server (UDP, Unix datagram), as a handler sees it.
+
+    Datagram clients compare equal and hash alike when they are the same peer address on the
+    same server, so they can key a dict. ``state`` lives while a handler generator for that
+    address is alive.
+    """
+
+    __slots__ = ()
+    state: dict[str, Any]
+
+    @abstractmethod
+    async def send_packet(self, packet: ResponseT) -> None:
+        """Serialize ``packet`` and send it as one datagram to this peer.
+
+        Raises:
+            ClosedResourceError: the server is closed.
+            SerializeError: ``packet`` cannot be serialized.
+        """
+
+    @abstractmethod
+    def is_closing(self) -> bool:
+        """True once the server's socket is closing."""
+
+    @abstractmethod
+    def backend(self) -> AsyncBackend:
+        """The server's :class:`~server_framework.backend.AsyncBackend`."""
+
+    @property
+    @abstractmethod
+    def peer_address(self) -> Address:
+        """The peer's address."""
+
+    @property
+    @abstractmethod
+    def local_address(self) -> Address:
+        """The server socket's address."""
+
+    @property
+    @abstractmethod
+    def socket(self) -> SocketProxy:
+        """The server's socket (shared by all datagram clients), for options."""
+
+
+class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
+    """Base class of stream (TCP, TLS, Unix stream) request handlers.
+
+    Override :meth:`handle`; the other hooks are optional. One handler object serves every
+    connection, so per-connection data belongs in ``client.state`` (or local variables of
+    ``handle``), not on ``self``.
+    """
+
+    async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
+        """Called once when the server starts, before it accepts anything.
+
+        Enter long-lived resources (thread pools, portals, database pools) on ``exit_stack``:
+        they are closed when the server stops, after every connection has ended.
+        ``server`` is the server object (``server.backend()`` gives the backend).
+        """
+
+    async def on_connection(self, client: StreamClient[ResponseT]) -> None:
+        """Called when a client connects, before the first request. Raising closes it."""
+
+    @abstractmethod
+    def handle(
+        self, client: StreamClient[ResponseT]
+    ) -> AsyncGenerator[RecvParams | None, RequestT]:
+        """Receive requests with ``request = yield`` and answer with ``client.send_packet``.
+
+        Written as ``async def handle(self, client): ... request = yield ...``. When it
+        returns, a new generator starts for the next request; if it returns before its first
+        ``yield``, the connection is closed. Exceptions thrown in at a ``yield``:
+        :class:`TimeoutError` (after ``yield RecvParams(timeout=...)``) and
+        :class:`~protocols.ProtocolError` (a bad message). An uncaught exception closes this
+        connection only, and is logged with the connection's context.
+        """
+
+    async def on_disconnection(self, client: StreamClient[ResponseT]) -> None:
+        """Called once after the connection ended, whoever closed it."""
+
+
+class DatagramRequestHandler(ABC, Generic[RequestT, ResponseT]):
+    """Base class of datagram (UDP, Unix datagram) request handlers.
+
+    The same contract as :class:`StreamRequestHandler`, per peer address: a generator runs
+    per address, receiving that address's datagrams in order.
+    """
+
+    async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
+        """Called once when the server starts; see :meth:`StreamRequestHandler.service_init`."""
+
+    @abstractmethod
+    def handle(
+        self, client: DatagramClient[ResponseT]
+    ) -> AsyncGenerator[RecvParams | None, RequestT]:
+        """Receive a peer's datagrams with ``request = yield``; answer with ``send_packet``."""

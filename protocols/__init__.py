@@ -1,0 +1,76 @@
+"""The wire layer of server_framework: bytes in, objects out, and back. No I/O at all.
+
+- Serializers turn one message into bytes and back (JSON, MessagePack, text, struct records,
+  pickle, CBOR), optionally wrapped (base64, zlib, bz2, lzma with bounded decompression).
+- Framers cut a byte stream into frames (lines, length prefixes, fixed-size records), with a
+  ``max_frame_size`` on every one.
+- :class:`StreamProtocol` and :class:`DatagramProtocol` put them together, with an optional
+  :class:`Converter` to application types.
+- Every bad input is a :class:`ProtocolError`.
+
+Example::
+
+    from protocols import JSONSerializer, StreamProtocol
+
+    protocol = StreamProtocol(JSONSerializer())
+    decoder = protocol.decoder()
+    decoder.feed(protocol.encode({"id": 1}) + protocol.encode({"id": 2}))
+    assert list(decoder) == [{"id": 1}, {"id": 2}]
+"""
+
+from .exceptions import (
+    DeserializeError,
+    FrameTooLargeError,
+    FramingError,
+    ProtocolError,
+    SerializeError,
+)
+from .framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    FixedSizeFramer,
+    Framer,
+    LengthPrefixFramer,
+    LineFramer,
+    StreamDecoder,
+)
+from .protocol import Converter, DatagramProtocol, StreamProtocol
+from .serializers import (
+    CBORSerializer,
+    JSONSerializer,
+    MsgPackSerializer,
+    NamedTupleSerializer,
+    PickleSerializer,
+    Serializer,
+    StringSerializer,
+    StructSerializer,
+)
+from .wrappers import Base64Wrapper, BZ2Wrapper, LZMAWrapper, ZlibWrapper
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "BZ2Wrapper",
+    "Base64Wrapper",
+    "CBORSerializer",
+    "Converter",
+    "DatagramProtocol",
+    "DeserializeError",
+    "FixedSizeFramer",
+    "FrameTooLargeError",
+    "Framer",
+    "FramingError",
+    "JSONSerializer",
+    "LZMAWrapper",
+    "LengthPrefixFramer",
+    "LineFramer",
+    "MsgPackSerializer",
+    "NamedTupleSerializer",
+    "PickleSerializer",
+    "ProtocolError",
+    "SerializeError",
+    "Serializer",
+    "StreamDecoder",
+    "StreamProtocol",
+    "StringSerializer",
+    "StructSerializer",
+    "ZlibWrapper",
+]

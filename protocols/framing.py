@@ -1,0 +1,439 @@
+"""Framers: split a byte stream into frames and wrap payloads into frames.
+
+A framer object is configuration (delimiter, header size, limits), shared by every connection.
+``framer.decoder(deserialize)`` makes the per-connection state: a :class:`StreamDecoder` that
+you ``feed()`` with whatever the socket produced and then iterate for complete messages.
+
+Strategy of the decoders (the hot path of every stream server):
+
+- The buffer is the received ``bytes`` object itself while it holds whole frames: frames are
+  sliced straight out of it, nothing is copied first. Only when a frame spans two reads do the
+  leftover bytes move into a ``bytearray``, which then grows in place (amortised O(1) per
+  byte) and is compacted once per ``feed``, never once per frame.
+- The delimiter search remembers how far it has looked: the next search starts
+  ``len(delimiter) - 1`` bytes before the end of the previous one, so a frame trickled in one
+  byte at a time is scanned once in total, not once per byte.
+- Limits are checked before data is kept: a length header over ``max_frame_size`` is refused
+  as soon as the header is complete, and a delimiter-less run past ``max_frame_size`` as soon
+  as it is seen. Either leaves the decoder broken (:class:`FrameTooLargeError`, then
+  :class:`FramingError` on further use): the stream can no longer be trusted to be in sync.
+- When everything received has been consumed the buffer is dropped, so an idle connection
+  holds no receive data at all.
+- A :class:`DeserializeError` from the deserializer is raised *after* the frame has been
+  consumed: the decoder stays in sync and the next iteration returns the next message.
+"""
+
+from __future__ import annotations
+
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Final, TypeVar
+
+from .exceptions import FrameTooLargeError, FramingError, SerializeError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "FixedSizeFramer",
+    "Framer",
+    "LengthPrefixFramer",
+    "LineFramer",
+    "StreamDecoder",
+]
+
+T = TypeVar("T")
+
+#: Default ``max_frame_size``: 1 MiB. Large enough for any request a typical service takes,
+#: small enough that a thousand connections each holding a partial frame stay within 1 GiB.
+DEFAULT_MAX_FRAME_SIZE: Final = 1024 * 1024
+
+_Data = bytes | bytearray | memoryview
+
+
+class StreamDecoder(Iterator[T]):
+    """Per-connection incremental decoder: ``feed(data)``, then iterate the complete messages.
+
+    Iteration stops (``StopIteration``) when more data is needed; feed more and iterate again.
+    ``__next__`` raises :class:`~protocols.DeserializeError` for a well-framed but invalid
+    message (the decoder stays usable) and :class:`~protocols.FramingError` /
+    :class:`~protocols.FrameTooLargeError` when the stream cannot be framed any more (the
+    decoder is then broken).
+
+    Example::
+
+        decoder = StreamProtocol(JSONSerializer()).decoder()
+        decoder.feed(b'{"a": 1}\\n{"b"')
+        list(decoder)          # [{'a': 1}]
+        decoder.feed(b': 2}\\n')
+        list(decoder)          # [{'b': 2}]
+    """
+
+    __slots__ = ("_broken", "_buf", "_deserialize", "_max", "_pos")
+
+    def __init__(self, deserialize: Callable[[bytes], T], max_frame_size: int) -> None:
+        self._deserialize = deserialize
+        self._max = max_frame_size
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        self._broken: FramingError | None = None
+
+    def __iter__(self) -> StreamDecoder[T]:
+        return self
+
+    @property
+    def buffered(self) -> int:
+        """How many received bytes are waiting for the rest of their frame."""
+        return len(self._buf) - self._pos
+
+    @property
+    def broken(self) -> bool:
+        """True once a framing error made the stream unusable."""
+        return self._broken is not None
+
+    def feed(self, data: _Data) -> None:
+        """Add received bytes. Cheap: no parsing happens until iteration.
+
+        Raises:
+            FramingError: the decoder is broken by an earlier framing error.
+        """
+        if self._broken is not None:
+            raise FramingError(f"decoder is unusable after an earlier error: {self._broken}")
+        if not data:
+            return
+        buf = self._buf
+        pos = self._pos
+        if pos == len(buf):
+            # Everything before was consumed: the new chunk becomes the buffer, uncopied.
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+            self._rebased(pos)
+            return
+        if not isinstance(buf, bytearray):
+            # A frame spans reads: from now on accumulate in a bytearray, growing in place.
+            buf = bytearray(memoryview(buf)[pos:])
+        elif pos:
+            del buf[:pos]
+        buf += data
+        self._buf = buf
+        self._pos = 0
+        self._rebased(pos)
+
+    def _rebased(self, shift: int) -> None:
+        """The buffer was replaced or compacted; subclasses shift their own offsets by ``shift``."""
+
+    def _exhausted(self) -> None:
+        # Drop the consumed chunk (or the emptied bytearray) so idle connections hold nothing.
+        self._buf = b""
+        self._pos = 0
+        raise StopIteration
+
+    def _too_large(self, size: int, *, complete: bool) -> FrameTooLargeError:
+        error = FrameTooLargeError(size, self._max, complete=complete)
+        self._broken = error
+        self._buf = b""
+        self._pos = 0
+        return error
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise FramingError(f"decoder is unusable after an earlier error: {self._broken}")
+
+    @abstractmethod
+    def __next__(self) -> T:
+        """Return the next complete message, or raise ``StopIteration`` if more data is needed."""
+
+
+class Framer(ABC):
+    """How a stream is cut into frames: configuration shared by all connections.
+
+    To write your own framer, implement :meth:`frame`, :meth:`begin_frame`/:meth:`end_frame`
+    (the same framing, written into a caller's buffer around a payload appended between the two
+    calls) and :meth:`decoder` (a :class:`StreamDecoder` subclass). The property tests in the
+    project's test suite show what every framer must satisfy.
+
+    Attributes:
+        max_frame_size: The largest frame the decoders accept, in bytes.
+    """
+
+    __slots__ = ("max_frame_size",)
+
+    def __init__(self, max_frame_size: int) -> None:
+        if max_frame_size <= 0:
+            raise ValueError(f"max_frame_size must be positive, got {max_frame_size}")
+        self.max_frame_size = max_frame_size
+
+    @abstractmethod
+    def frame(self, payload: bytes) -> bytes:
+        """Return ``payload`` as one frame.
+
+        Raises:
+            SerializeError: the payload cannot be framed (it contains the delimiter, is too
+                long for the header, has the wrong size...).
+        """
+
+    @abstractmethod
+    def begin_frame(self, buffer: bytearray) -> int:
+        """Start a frame at the end of ``buffer``; return a token for :meth:`end_frame`."""
+
+    @abstractmethod
+    def end_frame(self, buffer: bytearray, start: int) -> None:
+        """Finish the frame whose payload was appended since :meth:`begin_frame` returned ``start``.
+
+        Raises:
+            SerializeError: as :meth:`frame`. The caller truncates ``buffer`` back.
+        """
+
+    @abstractmethod
+    def decoder(self, deserialize: Callable[[bytes], T]) -> StreamDecoder[T]:
+        """Return a new per-connection decoder that passes each frame to ``deserialize``."""
+
+
+class LineFramer(Framer):
+    """Frames end with a delimiter: ``b"\\n"`` by default, ``b"\\r\\n"`` or any byte string.
+
+    The delimiter is not part of the payload. Payloads that contain the delimiter cannot be
+    framed (:class:`SerializeError` on encode): use JSON (which never emits a raw newline),
+    text without line breaks, or base64 for binary data.
+
+    Args:
+        delimiter: The non-empty byte string that ends every frame.
+        max_frame_size: Longest payload accepted, delimiter excluded (default 1 MiB).
+
+    Example::
+
+        LineFramer(b"\\r\\n").frame(b"PING")   # b'PING\\r\\n'
+    """
+
+    __slots__ = ("delimiter",)
+
+    def __init__(
+        self, delimiter: bytes = b"\n", *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    ) -> None:
+        super().__init__(max_frame_size)
+        if not isinstance(delimiter, bytes) or not delimiter:
+            raise ValueError(f"delimiter must be non-empty bytes, got {delimiter!r}")
+        self.delimiter = delimiter
+
+    def frame(self, payload: bytes) -> bytes:
+        framed = payload + self.delimiter
+        if framed.find(self.delimiter) != len(payload):
+            raise SerializeError(
+                f"payload contains the delimiter {self.delimiter!r}: {payload[:64]!r}"
+            )
+        return framed
+
+    def begin_frame(self, buffer: bytearray) -> int:
+        return len(buffer)
+
+    def end_frame(self, buffer: bytearray, start: int) -> None:
+        delimiter = self.delimiter
+        buffer += delimiter
+        if buffer.find(delimiter, start) != len(buffer) - len(delimiter):
+            excerpt = bytes(buffer[start : start + 64])
+            raise SerializeError(f"payload contains the delimiter {delimiter!r}: {excerpt!r}")
+
+    def decoder(self, deserialize: Callable[[bytes], T]) -> StreamDecoder[T]:
+        return _LineDecoder(deserialize, self.max_frame_size, self.delimiter)
+
+    def __repr__(self) -> str:
+        return f"LineFramer({self.delimiter!r}, max_frame_size={self.max_frame_size})"
+
+
+class _LineDecoder(StreamDecoder[T]):
+    __slots__ = ("_delim", "_max_pending", "_scan")
+
+    def __init__(
+        self, deserialize: Callable[[bytes], T], max_frame_size: int, delimiter: bytes
+    ) -> None:
+        super().__init__(deserialize, max_frame_size)
+        self._delim = delimiter
+        # A delimiter-less run this long can no longer end in a frame within the limit.
+        self._max_pending = max_frame_size + len(delimiter) - 1
+        self._scan = 0  # where the next delimiter search starts
+
+    def _rebased(self, shift: int) -> None:
+        # Invariant: pos <= scan <= len(buf), so the shifted scan never goes below 0.
+        self._scan -= shift
+
+    def __next__(self) -> T:
+        buf = self._buf
+        pos = self._pos
+        end = buf.find(self._delim, self._scan)
+        if end < 0:
+            pending = len(buf) - pos
+            if not pending:
+                self._check_usable()
+                self._scan = 0
+                self._exhausted()
+            if pending > self._max_pending:
+                raise self._too_large(pending, complete=False)
+            # Resume the next search where a delimiter could still start.
+            self._scan = max(pos, len(buf) - len(self._delim) + 1)
+            raise StopIteration
+        size = end - pos
+        self._pos = self._scan = end + len(self._delim)
+        if size > self._max:
+            raise self._too_large(size, complete=True)
+        return self._deserialize(
+            buf[pos:end] if type(buf) is bytes else bytes(memoryview(buf)[pos:end])
+        )
+
+
+class LengthPrefixFramer(Framer):
+    """Frames start with their payload length, a big-endian unsigned integer.
+
+    Args:
+        header_size: Size of the length header: 1, 2, 4 (default) or 8 bytes.
+        max_frame_size: Largest payload accepted (default 1 MiB, or less when the header
+            cannot express it). A header announcing more is refused at once, before any of
+            the payload is buffered.
+
+    Example::
+
+        LengthPrefixFramer(header_size=2).frame(b"abc")   # b'\\x00\\x03abc'
+    """
+
+    __slots__ = ("_limit", "_struct", "header_size")
+
+    _FORMATS: Final = {1: ">B", 2: ">H", 4: ">I", 8: ">Q"}
+
+    def __init__(self, header_size: int = 4, *, max_frame_size: int | None = None) -> None:
+        try:
+            if type(header_size) is not int:  # reject True, 4.0...
+                raise KeyError(header_size)
+            fmt = self._FORMATS[header_size]
+        except KeyError:
+            raise ValueError(f"header_size must be 1, 2, 4 or 8, got {header_size!r}") from None
+        limit = (1 << (8 * header_size)) - 1
+        if max_frame_size is None:
+            max_frame_size = min(DEFAULT_MAX_FRAME_SIZE, limit)
+        elif max_frame_size > limit:
+            raise ValueError(
+                f"a {header_size}-byte header cannot express max_frame_size={max_frame_size}"
+            )
+        super().__init__(max_frame_size)
+        self.header_size = header_size
+        self._struct = struct.Struct(fmt)
+        self._limit = limit
+
+    def frame(self, payload: bytes) -> bytes:
+        if len(payload) > self._limit:
+            raise SerializeError(
+                f"payload of {len(payload)} bytes does not fit a {self.header_size}-byte header"
+            )
+        return self._struct.pack(len(payload)) + payload
+
+    def begin_frame(self, buffer: bytearray) -> int:
+        start = len(buffer)
+        buffer += bytes(self.header_size)
+        return start
+
+    def end_frame(self, buffer: bytearray, start: int) -> None:
+        size = len(buffer) - start - self.header_size
+        if size > self._limit:
+            raise SerializeError(
+                f"payload of {size} bytes does not fit a {self.header_size}-byte header"
+            )
+        self._struct.pack_into(buffer, start, size)
+
+    def decoder(self, deserialize: Callable[[bytes], T]) -> StreamDecoder[T]:
+        return _LengthPrefixDecoder(deserialize, self.max_frame_size, self._struct)
+
+    def __repr__(self) -> str:
+        return (
+            f"LengthPrefixFramer(header_size={self.header_size}, "
+            f"max_frame_size={self.max_frame_size})"
+        )
+
+
+class _LengthPrefixDecoder(StreamDecoder[T]):
+    __slots__ = ("_hsize", "_unpack_from")
+
+    def __init__(
+        self, deserialize: Callable[[bytes], T], max_frame_size: int, header: struct.Struct
+    ) -> None:
+        super().__init__(deserialize, max_frame_size)
+        self._unpack_from = header.unpack_from
+        self._hsize = header.size
+
+    def __next__(self) -> T:
+        buf = self._buf
+        pos = self._pos
+        available = len(buf) - pos
+        if available < self._hsize:
+            if not available:
+                self._check_usable()
+                self._exhausted()
+            raise StopIteration
+        (size,) = self._unpack_from(buf, pos)
+        if size > self._max:
+            raise self._too_large(size, complete=True)
+        start = pos + self._hsize
+        end = start + size
+        if end > len(buf):
+            raise StopIteration
+        self._pos = end
+        return self._deserialize(
+            buf[start:end] if type(buf) is bytes else bytes(memoryview(buf)[start:end])
+        )
+
+
+class FixedSizeFramer(Framer):
+    """Every frame is exactly ``size`` bytes (fixed binary records, e.g. with StructSerializer).
+
+    Args:
+        size: The size of every frame, in bytes.
+
+    Example::
+
+        serializer = StructSerializer("If")
+        protocol = StreamProtocol(serializer, FixedSizeFramer(serializer.size))
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        super().__init__(size)
+        self.size = size
+
+    def frame(self, payload: bytes) -> bytes:
+        if len(payload) != self.size:
+            raise SerializeError(
+                f"payload of {len(payload)} bytes, but frames are {self.size} bytes"
+            )
+        return payload
+
+    def begin_frame(self, buffer: bytearray) -> int:
+        return len(buffer)
+
+    def end_frame(self, buffer: bytearray, start: int) -> None:
+        if len(buffer) - start != self.size:
+            raise SerializeError(
+                f"payload of {len(buffer) - start} bytes, but frames are {self.size} bytes"
+            )
+
+    def decoder(self, deserialize: Callable[[bytes], T]) -> StreamDecoder[T]:
+        return _FixedSizeDecoder(deserialize, self.size)
+
+    def __repr__(self) -> str:
+        return f"FixedSizeFramer({self.size})"
+
+
+class _FixedSizeDecoder(StreamDecoder[T]):
+    __slots__ = ()
+
+    def __next__(self) -> T:
+        buf = self._buf
+        pos = self._pos
+        end = pos + self._max
+        if end > len(buf):
+            if pos == len(buf):
+                self._check_usable()
+                self._exhausted()
+            raise StopIteration
+        self._pos = end
+        return self._deserialize(
+            buf[pos:end] if type(buf) is bytes else bytes(memoryview(buf)[pos:end])
+        )

@@ -1,0 +1,33 @@
+"""server_framework: a fast TCP/UDP server framework on asyncio, uvloop or trio.
+
+The names most programs need are here::
+
+    import server_framework
+
+    async def main() -> None:
+        backend = server_framework.current_backend()
+        await backend.run_in_thread(blocking_setup)
+
+    server_framework.run(main)               # uvloop where installed, else asyncio
+    server_framework.run(main, backend="trio")
+
+The event-loop layer lives in `server_framework.backend`, the thread tools in
+`server_framework.threads`, and the errors in `server_framework.exceptions`.
+"""
+
+from server_framework.backend import AsyncBackend, ThreadsPortal, get_backend, run
+from server_framework.backend import current as current_backend
+from server_framework.exceptions import BrokenResourceError, BusyResourceError, ClosedResourceError
+from server_framework.threads import AsyncExecutor
+
+__all__ = [
+    "AsyncBackend",
+    "AsyncExecutor",
+    "BrokenResourceError",
+    "BusyResourceError",
+    "ClosedResourceError",
+    "ThreadsPortal",
+    "current_backend",
+    "get_backend",
+    "run",
+]

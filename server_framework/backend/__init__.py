@@ -1,0 +1,33 @@
+"""The event-loop layer: one `AsyncBackend` interface, implemented for asyncio, uvloop and trio.
+
+Code above this package (servers, clients, handlers) never imports asyncio or trio: it asks
+`current()` for the backend of the running loop (or is handed one) and uses its primitives:
+sleeping and time, events, locks, task groups, deadlines, shielding, worker threads and
+`ThreadsPortal`. `run` starts a loop by name. The loop-specific modules are imported only when
+their loop is used.
+"""
+
+from server_framework.backend._abc import (
+    AsyncBackend,
+    BackendName,
+    CancelScope,
+    Event,
+    Lock,
+    TaskGroup,
+)
+from server_framework.backend._portal import ThreadsPortal
+from server_framework.backend._registry import current, default_backend_name, get_backend, run
+
+__all__ = [
+    "AsyncBackend",
+    "BackendName",
+    "CancelScope",
+    "Event",
+    "Lock",
+    "TaskGroup",
+    "ThreadsPortal",
+    "current",
+    "default_backend_name",
+    "get_backend",
+    "run",
+]

@@ -1,0 +1,42 @@
+"""The errors of server_framework, named by what happened.
+
+Three resource errors say *who* ended a resource's usefulness, so that a caller can decide
+what to do without parsing messages:
+
+- `ClosedResourceError`: this side closed it (a programming or shutdown-order issue);
+- `BrokenResourceError`: the peer or the operating system broke it (a network fact; log it and
+  move on);
+- `BusyResourceError`: two tasks tried to use it at the same time (a concurrency bug).
+
+Errors of the wire format live in ``protocols`` (``ProtocolError`` and its subclasses).
+"""
+
+from __future__ import annotations
+
+__all__ = ["BrokenResourceError", "BusyResourceError", "ClosedResourceError"]
+
+
+class ClosedResourceError(Exception):
+    """The resource was closed by this side, and is used afterwards.
+
+    Raised, for example, when a task sends on a connection that the server (or the handler
+    itself) has already closed. It points at shutdown ordering or at a missing check of
+    ``is_closing()``, never at the peer.
+    """
+
+
+class BrokenResourceError(Exception):
+    """The peer or the operating system broke the resource.
+
+    Raised, for example, when the peer reset the connection, or when a write fails with
+    ``EPIPE``. The underlying ``OSError`` (when there is one) is kept as ``__cause__``. Nothing
+    is wrong with the program: the usual answer is to log it and let the connection go.
+    """
+
+
+class BusyResourceError(Exception):
+    """Two tasks tried to use the same resource at the same time.
+
+    Raised, for example, when two tasks wait to receive on the same connection at once. This
+    is a concurrency bug in the caller: serialize the access (a lock) or use one task.
+    """

@@ -1,0 +1,244 @@
+"""Datagram server transport for asyncio and uvloop.
+
+Receiving uses ``loop.add_reader`` and non-blocking ``recvfrom`` calls, up to ``READ_BATCH``
+datagrams per wake-up: asyncio's own datagram transport reads one datagram per loop iteration,
+which caps a plain-asyncio UDP server at a fraction of what the socket can deliver; the batch
+bound keeps a flood from starving timers and other connections. Each datagram goes to its
+peer's client, and is handled inline when that client's task is parked (``_asyncio_driver``).
+
+Sending tries ``sendto`` at once; only when the socket buffer is full does the sender wait for
+the socket to become writable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+
+from handlers.base import Address, DatagramClient, SocketProxy
+from server_framework.backend import AsyncBackend, Event
+from server_framework.exceptions import ClosedResourceError
+
+from ._asyncio_driver import AsyncIODriver
+from ._base import _Listener
+from ._driver import DatagramInbox, logger
+from ._sockets import normalize_address
+
+if TYPE_CHECKING:
+    from ._datagram import AsyncDatagramServerBase
+
+#: Datagrams read per wake-up of the socket (libuv reads up to 32).
+READ_BATCH: Final = 64
+#: Largest datagram read; a larger one is truncated by the kernel (and fails to decode).
+MAX_DATAGRAM_SIZE: Final = 65536
+
+_client_ids = itertools.count(1)
+_bind_log_context = structlog.contextvars.bind_contextvars
+
+
+class AsyncIODatagramClient(AsyncIODriver, DatagramClient[Any]):
+    """One peer address of a datagram server on asyncio/uvloop."""
+
+    __slots__ = ("_address", "_endpoint", "_idle_timeout")
+
+    def __init__(self, endpoint: AsyncIODatagramEndpoint, address: Any) -> None:
+        server = endpoint.server
+        protocol = server._protocol
+        inbox = DatagramInbox(protocol.decode, server._client_queue_size)
+        super().__init__(server, server._handler, protocol, inbox, next(_client_ids))
+        self._init_driver(endpoint.loop)
+        self._endpoint = endpoint
+        self._address = address
+        self._idle_timeout = server._idle_timeout
+
+    async def send_packet(self, packet: Any) -> None:
+        await self._endpoint.send(self._protocol.encode(packet), self._address)
+
+    def is_closing(self) -> bool:
+        return self._endpoint.closed
+
+    def backend(self) -> AsyncBackend:
+        return self._endpoint.backend
+
+    @property
+    def peer_address(self) -> Address:
+        return normalize_address(self._address)
+
+    @property
+    def local_address(self) -> Address:
+        return normalize_address(self._endpoint.sock.getsockname())
+
+    @property
+    def socket(self) -> SocketProxy:
+        return SocketProxy(self._endpoint.sock)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AsyncIODatagramClient):
+            return NotImplemented
+        return self._endpoint is other._endpoint and self._address == other._address
+
+    def __hash__(self) -> int:
+        return hash(self._address)
+
+    def __repr__(self) -> str:
+        return f"<AsyncIODatagramClient peer={self._address!r}>"
+
+    async def _on_start(self) -> None:
+        _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+
+    async def _cleanup(self) -> None:
+        try:
+            await self._close_generator()
+        finally:
+            self._endpoint.forget(self)
+
+
+class AsyncIODatagramEndpoint:
+    """One bound datagram socket: reads in batches, dispatches to peers, sends."""
+
+    def __init__(self, listener: AsyncIODatagramListener, sock: socket.socket) -> None:
+        self.listener = listener
+        self.server = listener.server
+        self.backend = listener.backend
+        self.loop = listener.loop
+        self.sock = sock
+        self.clients: dict[Any, AsyncIODatagramClient] = {}
+        self.closed = False
+        self._writable: asyncio.Future[None] | None = None
+        self._reading = False
+
+    def start(self) -> None:
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._reading = True
+
+    def stop_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.sock.fileno())
+
+    def _on_readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH):
+            try:
+                data, address = recvfrom(MAX_DATAGRAM_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # E.g. an ICMP error queued for the socket: it concerns one peer, not us.
+                logger.debug("recvfrom() failed", error=str(exc))
+                continue
+            self._dispatch(data, address)
+
+    def _dispatch(self, data: bytes, address: Any) -> None:
+        client = self.clients.get(address)
+        server = self.server
+        if client is None:
+            if server._stop_requested:
+                return
+            if len(self.clients) >= server._max_clients:
+                server._count_drop("max_clients reached")
+                return
+            client = self.clients[address] = AsyncIODatagramClient(self, address)
+            client._decoder.feed(data)
+            self.listener.tasks.add(client._start_task())
+            return
+        if not client._decoder.feed(data):
+            server._count_drop("client queue full")
+            return
+        if client._waiter is not None:
+            client._deliver()
+
+    def forget(self, client: AsyncIODatagramClient) -> None:
+        if client._task is not None:
+            self.listener.tasks.discard(client._task)
+        if self.clients.get(client._address) is not client:
+            return
+        del self.clients[client._address]
+        # Datagrams that arrived while the client was closing (after a handler error) go to
+        # a fresh client for the same peer: nothing received is lost.
+        pending = client._decoder.take_all()
+        if pending and not self.server._stop_requested:
+            successor = self.clients[client._address] = AsyncIODatagramClient(self, client._address)
+            for datagram in pending:
+                successor._decoder.feed(datagram)
+            self.listener.tasks.add(successor._start_task())
+
+    async def send(self, data: bytes, address: Any) -> None:
+        if self.closed:
+            raise ClosedResourceError("the server's socket is closed")
+        while True:
+            try:
+                self.sock.sendto(data, address)
+                return
+            except (BlockingIOError, InterruptedError):
+                await self._wait_writable()
+
+    async def _wait_writable(self) -> None:
+        waiter = self._writable
+        if waiter is None:
+            waiter = self._writable = self.loop.create_future()
+            fd = self.sock.fileno()
+
+            def ready() -> None:
+                self.loop.remove_writer(fd)
+                self._writable = None
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            self.loop.add_writer(fd, ready)
+        await asyncio.shield(waiter)
+
+
+class AsyncIODatagramListener(_Listener):
+    """Runs a datagram server's sockets and peers on an asyncio loop."""
+
+    def __init__(
+        self,
+        server: AsyncDatagramServerBase[Any, Any],
+        sockets: list[socket.socket],
+        backend: AsyncBackend,
+    ) -> None:
+        self.server = server
+        self.backend = backend
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.endpoints = [AsyncIODatagramEndpoint(self, sock) for sock in sockets]
+
+    async def serve(self, stop: Event) -> None:
+        grace = self.server._shutdown_timeout
+        try:
+            for endpoint in self.endpoints:
+                endpoint.start()
+            await stop.wait()
+        except asyncio.CancelledError:
+            grace = 0.0
+            raise
+        finally:
+            await self.backend.cancel_shielded(self._stop, grace)
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.stop_reading()
+            endpoint.closed = True
+
+    async def _stop(self, grace: float) -> None:
+        for endpoint in self.endpoints:
+            endpoint.stop_reading()
+            for client in list(endpoint.clients.values()):
+                client._begin_stop()
+        tasks = set(self.tasks)
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=grace)
+            if pending:
+                logger.warning(
+                    "cancelling clients still busy after the grace period", count=len(pending)
+                )
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
+        for endpoint in self.endpoints:
+            endpoint.closed = True

@@ -1,0 +1,204 @@
+"""The server lifecycle shared by every transport: enter, serve, shut down, exit.
+
+``async with server:`` binds the sockets (so ``get_addresses()`` is known at once, even with
+``port=0``) and runs the handler's ``service_init``; ``await server.serve_forever()`` accepts
+until ``await server.shutdown()`` (from any task; ``Standalone*`` servers add "from any thread");
+leaving the ``async with`` block shuts down if needed, then closes what ``service_init``
+entered on its exit stack, the sockets, and any Unix socket file we created.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from abc import ABC, abstractmethod
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Final, Self
+
+import structlog
+
+from handlers.base import Address
+from server_framework.backend import AsyncBackend, Event, current
+
+from ._sockets import UnixSocketFile, normalize_address
+
+__all__ = ["AsyncBaseServer"]
+
+logger: Final = structlog.get_logger("server_framework.servers")
+
+#: Default grace period of a shutdown: under Kubernetes' 30 s termination grace period, long
+#: enough for ordinary requests to finish.
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+
+
+class _Listener(ABC):
+    """The loop-specific part of a server (one implementation per event loop)."""
+
+    @abstractmethod
+    async def serve(self, stop: Event) -> None:
+        """Accept and serve until ``stop`` is set, then stop gracefully (see ``shutdown``)."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release what the listener holds if ``serve`` never ran."""
+
+
+class AsyncBaseServer(ABC):
+    """What every asynchronous server offers, whatever its transport.
+
+    Usage::
+
+        async with AsyncTCPServer("127.0.0.1", 9000, protocol, handler) as server:
+            await server.serve_forever()
+    """
+
+    def __init__(self, handler: Any, *, shutdown_timeout: float) -> None:
+        if shutdown_timeout < 0 or math.isnan(shutdown_timeout):
+            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout}")
+        self._handler = handler
+        self._shutdown_timeout = shutdown_timeout
+        self._backend: AsyncBackend | None = None
+        self._sockets: list[socket.socket] = []
+        self._unix_file: UnixSocketFile | None = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._listener: _Listener | None = None
+        self._stop_event: Event | None = None
+        self._stopped_event: Event | None = None
+        self._stop_requested = False
+        self._serving = False
+        self._closed = False
+        self._sockets_closed = False
+
+    # -- to be provided by each transport ------------------------------------------------
+
+    @abstractmethod
+    def _bind(self) -> None:
+        """Create and bind ``self._sockets`` (and ``self._unix_file``)."""
+
+    @abstractmethod
+    def _make_listener(self, backend: AsyncBackend) -> _Listener:
+        """Return the loop-specific listener for the bound sockets."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._backend is not None:
+            raise RuntimeError("a server can be entered only once")
+        backend = self._backend = current()
+        self._stop_event = backend.create_event()
+        self._stopped_event = backend.create_event()
+        if self._stop_requested:
+            self._stop_event.set()
+        if not self._sockets:  # a standalone server binds at construction
+            self._bind()
+        stack = AsyncExitStack()
+        try:
+            await stack.__aenter__()
+            self._exit_stack = stack
+            await self._handler.service_init(stack, self)
+            self._listener = self._make_listener(backend)
+        except BaseException:
+            await self._close_resources()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+        await self._close_resources()
+
+    async def serve_forever(self) -> None:
+        """Accept and serve clients until :meth:`shutdown` is called.
+
+        Raises:
+            RuntimeError: the server is not entered (``async with server:``), already
+                serving, or closed.
+
+        Cancellation: cancelling ``serve_forever`` stops the server like :meth:`shutdown`,
+        without the grace period (connections are cancelled at once).
+        """
+        if self._listener is None or self._stop_event is None or self._closed:
+            raise RuntimeError(
+                "enter the server first: async with server: await server.serve_forever()"
+            )
+        if self._serving:
+            raise RuntimeError("the server is already serving")
+        if self._stop_requested:
+            return
+        self._serving = True
+        logger.info("server started", addresses=self.get_addresses(), backend=self.backend().name)
+        try:
+            await self._listener.serve(self._stop_event)
+        finally:
+            self._serving = False
+            self._close_sockets()
+            assert self._stopped_event is not None
+            self._stopped_event.set()
+            logger.info("server stopped")
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let requests in progress finish, close connections; then return.
+
+        Connections waiting for a request are closed at once; those handling one get up to
+        ``shutdown_timeout`` seconds to finish it before they are cancelled. Safe to call
+        several times, and before or without ``serve_forever``.
+        """
+        self._request_shutdown()
+        if self._serving:
+            assert self._stopped_event is not None
+            await self._stopped_event.wait()
+
+    def _request_shutdown(self) -> None:
+        """Ask ``serve_forever`` to stop, without waiting (call it in the loop's thread)."""
+        self._stop_requested = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def is_serving(self) -> bool:
+        """True while :meth:`serve_forever` accepts clients."""
+        return self._serving and not self._stop_requested
+
+    def get_addresses(self) -> list[Address]:
+        """The bound addresses: ``(host, port)`` tuples, or the Unix socket path."""
+        if self._sockets_closed:
+            return []
+        if self._unix_file is not None:
+            return [self._unix_file.path]
+        return [normalize_address(sock.getsockname()) for sock in self._sockets]
+
+    def backend(self) -> AsyncBackend:
+        """The :class:`~server_framework.backend.AsyncBackend` the server runs on.
+
+        Raises:
+            RuntimeError: the server has not been entered yet.
+        """
+        if self._backend is None:
+            raise RuntimeError("the server's backend is known once the server is entered")
+        return self._backend
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _close_sockets(self) -> None:
+        self._sockets_closed = True
+        for sock in self._sockets:
+            sock.close()
+        if self._unix_file is not None:
+            self._unix_file.unlink()
+
+    async def _close_resources(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._listener is not None and not self._serving:
+                await self._listener.aclose()
+        finally:
+            self._close_sockets()
+            stack, self._exit_stack = self._exit_stack, None
+            if stack is not None:
+                await stack.aclose()

@@ -1,0 +1,169 @@
+"""Datagram servers: UDP and Unix datagram sockets.
+
+A datagram server has no connections; it keeps a *client* per peer address while that peer is
+active. The client has its own task and handler generator, exactly like a stream connection,
+and a bounded inbox of datagrams waiting for the handler. The client ends (its generator is
+closed and its ``state`` dropped) after ``client_idle_timeout`` seconds without a datagram.
+
+Bounds, so that a flood cannot exhaust memory: at most ``max_clients`` peers at once (datagrams
+from new peers beyond it are dropped), at most ``client_queue_size`` datagrams waiting per peer
+(excess dropped). Drops are counted (:attr:`AsyncDatagramServerBase.dropped_datagrams`) and
+logged at a bounded rate.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, Final, Generic, TypeVar
+
+from handlers.base import DatagramRequestHandler
+from protocols import DatagramProtocol
+from server_framework.backend import AsyncBackend
+
+from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
+from ._sockets import bind_inet, bind_unix
+
+__all__ = ["AsyncDatagramServerBase", "AsyncUDPServer", "AsyncUnixDatagramServer"]
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+#: Peers served at once (each costs a task and a handler generator, a few KiB).
+DEFAULT_MAX_CLIENTS: Final = 10_000
+#: Datagrams waiting per peer while its handler is busy. A peer that sends faster than its
+#: handler answers loses the excess, as it would in the kernel's socket buffer.
+DEFAULT_CLIENT_QUEUE_SIZE: Final = 64
+#: Seconds of silence after which a peer's client (task, generator, state) is dropped.
+DEFAULT_CLIENT_IDLE_TIMEOUT: Final = 30.0
+
+
+class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
+    """What :class:`AsyncUDPServer` and :class:`AsyncUnixDatagramServer` share."""
+
+    def __init__(
+        self,
+        protocol: DatagramProtocol[ResponseT, RequestT],
+        handler: DatagramRequestHandler[RequestT, ResponseT],
+        *,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        client_queue_size: int = DEFAULT_CLIENT_QUEUE_SIZE,
+        client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        if not isinstance(protocol, DatagramProtocol):
+            raise TypeError(f"expected a DatagramProtocol, got {protocol!r}")
+        if not isinstance(handler, DatagramRequestHandler):
+            raise TypeError(f"expected a DatagramRequestHandler instance, got {handler!r}")
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
+        if client_queue_size < 1:
+            raise ValueError(f"client_queue_size must be >= 1, got {client_queue_size}")
+        if not client_idle_timeout > 0:
+            raise ValueError(f"client_idle_timeout must be > 0, got {client_idle_timeout}")
+        super().__init__(handler, shutdown_timeout=shutdown_timeout)
+        self._protocol = protocol
+        self._handler: DatagramRequestHandler[RequestT, ResponseT] = handler
+        self._max_clients = max_clients
+        self._client_queue_size = client_queue_size
+        self._idle_timeout: float | None = client_idle_timeout
+        self.dropped_datagrams = 0
+        """Datagrams dropped so far because a limit was reached (see the module docs)."""
+
+    def _count_drop(self, reason: str) -> None:
+        from ._driver import logger  # noqa: PLC0415  (avoids a cycle at import time)
+
+        self.dropped_datagrams += 1
+        count = self.dropped_datagrams
+        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... drop
+            logger.warning("dropping datagram", reason=reason, dropped=count)
+
+    def _make_listener(self, backend: AsyncBackend) -> _Listener:
+        if backend.name == "trio":
+            from ._trio_datagram import TrioDatagramListener  # noqa: PLC0415
+
+            return TrioDatagramListener(self, self._sockets, backend)
+        from ._asyncio_datagram import AsyncIODatagramListener  # noqa: PLC0415
+
+        return AsyncIODatagramListener(self, self._sockets, backend)
+
+
+class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
+    """A UDP server, on asyncio, uvloop or trio: whichever loop runs it.
+
+    Args:
+        host: Address to bind; ``None`` binds every interface, IPv4 and IPv6, on one port.
+        port: Port to bind; 0 picks a free one.
+        protocol: How datagrams are serialized.
+        handler: The datagram request handler.
+        reuse_port: Set ``SO_REUSEPORT``.
+        max_clients: Peers served at once.
+        client_queue_size: Datagrams waiting per peer.
+        client_idle_timeout: Seconds of silence before a peer's client is dropped.
+        shutdown_timeout: Grace period of :meth:`shutdown`.
+    """
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int,
+        protocol: DatagramProtocol[ResponseT, RequestT],
+        handler: DatagramRequestHandler[RequestT, ResponseT],
+        *,
+        reuse_port: bool = False,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        client_queue_size: int = DEFAULT_CLIENT_QUEUE_SIZE,
+        client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            protocol,
+            handler,
+            max_clients=max_clients,
+            client_queue_size=client_queue_size,
+            client_idle_timeout=client_idle_timeout,
+            shutdown_timeout=shutdown_timeout,
+        )
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {port}")
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+
+    def _bind(self) -> None:
+        self._sockets = bind_inet(
+            self._host, self._port, socket.SOCK_DGRAM, reuse_port=self._reuse_port
+        )
+
+
+class AsyncUnixDatagramServer(AsyncDatagramServerBase[RequestT, ResponseT]):
+    """A Unix datagram socket server.
+
+    Peers must bind their own socket to a path to receive replies (an unbound peer has no
+    address to answer to; its datagrams are handled, and replies to it fail).
+
+    Args:
+        path: Filesystem path of the socket (a stale file is replaced, a live one is an error).
+        protocol: How datagrams are serialized.
+        handler: The datagram request handler.
+        mode: Permission bits for the socket file, or None.
+        **options: ``max_clients``, ``client_queue_size``, ``client_idle_timeout``,
+            ``shutdown_timeout``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        protocol: DatagramProtocol[ResponseT, RequestT],
+        handler: DatagramRequestHandler[RequestT, ResponseT],
+        *,
+        mode: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(protocol, handler, **options)
+        self._path = os.fspath(path)
+        self._mode = mode
+
+    def _bind(self) -> None:
+        sock, self._unix_file = bind_unix(self._path, socket.SOCK_DGRAM, mode=self._mode)
+        self._sockets = [sock]

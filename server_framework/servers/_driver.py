@@ -1,0 +1,315 @@
+"""The per-connection handler driver, shared by the asyncio and trio stream servers.
+
+Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end"):
+
+- Each connection runs in one task of its own, so the handler's code always runs *in a task*:
+  ``asyncio.timeout``, task groups, cancel scopes and ``current_task()`` work as users expect.
+- Inside that task, the handler's generator is stepped by hand: ``agen.asend(request)`` is a
+  coroutine, and ``coro.send(None)`` runs it until it finishes or blocks. A handler that answers
+  without blocking (the common case) costs no trip through the event loop per request: every
+  frame already received is handled in one go, in order.
+- Replies produced during such a synchronous batch are appended to one buffer (``send_packet``
+  sees ``_out`` set) and written with a single write at the end of the batch.
+- When a step blocks (the coroutine yields a future or a trio trap), the batch buffer is written
+  out at once, and the blocked coroutine is forwarded to the task (:func:`resume_blocked`): from
+  then on it behaves exactly like a normal ``await``, cancellation included. Later frames wait:
+  order is kept.
+- Handler generators are stepped with the loop's "first iteration" async-generator hook turned
+  off while the synchronous batch runs (every loop registers each new async generator in a
+  WeakSet otherwise, ~0.4 us per request); the finalizer hook stays, and the driver closes its
+  generators itself when the connection ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import AsyncGenerator, Coroutine, Generator
+from typing import Any, Final
+
+import structlog
+
+from handlers.base import RecvParams
+from protocols import ProtocolError, StreamDecoder
+from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+
+__all__ = ["Blocked", "ConnectionDriver", "DatagramInbox", "resume_blocked"]
+
+logger: Final = structlog.get_logger("server_framework.servers")
+
+_get_hooks = sys.get_asyncgen_hooks
+_set_hooks = sys.set_asyncgen_hooks
+
+#: Exceptions that mean "the peer went away" when raised by the handler's I/O.
+DISCONNECT_ERRORS: Final = (ConnectionError, BrokenResourceError, ClosedResourceError)
+
+Blocked = tuple[Coroutine[Any, Any, Any], Any]
+
+
+@types.coroutine
+def resume_blocked(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Continue, as a plain ``await``, a coroutine whose first ``send(None)`` suspended.
+
+    Everything the running task sends or throws in is forwarded to ``coro``, everything
+    ``coro`` yields is forwarded to the task, so futures, trio traps and cancellation behave as
+    if the task had awaited ``coro`` from the start. Returns the coroutine's return value.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+class DatagramInbox:
+    """The "decoder" of a datagram peer: a bounded queue of datagrams, decoded when taken.
+
+    It offers what the driver uses of a :class:`~protocols.StreamDecoder` (``feed``,
+    iteration, ``buffered``, ``broken``), so one driver serves streams and datagrams alike.
+    """
+
+    __slots__ = ("_decode", "_items", "_limit")
+    broken = False
+
+    def __init__(self, decode: Any, limit: int) -> None:
+        self._decode = decode
+        self._limit = limit
+        self._items: list[bytes] = []
+
+    def feed(self, datagram: bytes) -> bool:
+        """Queue a datagram; False (and nothing queued) when the queue is full."""
+        items = self._items
+        if len(items) >= self._limit:
+            return False
+        items.append(datagram)
+        return True
+
+    def __iter__(self) -> DatagramInbox:
+        return self
+
+    def __next__(self) -> Any:
+        items = self._items
+        if not items:
+            raise StopIteration
+        return self._decode(items.pop(0))
+
+    @property
+    def buffered(self) -> int:
+        """How many datagrams wait to be handled."""
+        return len(self._items)
+
+    def take_all(self) -> list[bytes]:
+        """Remove and return the waiting datagrams, undecoded."""
+        items, self._items = self._items, []
+        return items
+
+
+class ConnectionDriver:
+    """The handler-driving state machine of one connection or datagram peer (loop-agnostic).
+
+    Subclasses (per event loop and transport) provide the I/O: waiting for data, writing,
+    closing, and ``send_packet``. They call :meth:`_process` whenever messages may be ready;
+    it returns ``None`` when it needs more data, or a blocked step for the task to ``await``
+    through :meth:`_finish_blocked`.
+    """
+
+    __slots__ = (
+        "_agen",
+        "_close_requested",
+        "_decoder",
+        "_fresh",
+        "_handler",
+        "_lost",
+        "_out",
+        "_params",
+        "_protocol",
+        "_server",
+        "_stopping",
+        "id",
+        "state",
+    )
+
+    _decoder: Any  # a StreamDecoder, or a DatagramInbox
+
+    def __init__(
+        self,
+        server: Any,
+        handler: Any,
+        protocol: Any,
+        decoder: StreamDecoder[Any] | DatagramInbox,
+        conn_id: int,
+    ) -> None:
+        self._server = server
+        self._handler = handler
+        self._protocol = protocol
+        self._decoder = decoder
+        self._agen: AsyncGenerator[Any, Any] | None = None
+        self._fresh = False  # the current generator has not yielded yet
+        self._params: RecvParams | None = None
+        self._out: bytearray | None = None  # replies of the running synchronous batch
+        self._stopping = False  # the server is shutting down: no new request cycle
+        self._lost = False  # the transport is gone (peer closed, reset, or we closed)
+        self._close_requested = False  # we decided to close: stop handling requests
+        self.id = conn_id
+        self.state: dict[str, Any] = {}
+
+    # -- the state machine --------------------------------------------------------------
+
+    def _process(self) -> Blocked | None:
+        """Handle every complete frame received so far, synchronously while nothing blocks.
+
+        Returns ``None`` when more data is needed or the connection must close, or the blocked
+        step ``(coro, yielded)`` that the caller must finish with :meth:`_finish_blocked`.
+        """
+        decoder = self._decoder
+        hooks = _get_hooks()
+        _set_hooks(None, hooks.finalizer)
+        try:
+            while not (self._lost or self._close_requested):
+                agen = self._agen
+                if agen is None:
+                    if self._stopping and not decoder.buffered:
+                        return None
+                    agen = self._agen = self._handler.handle(self)
+                    self._fresh = True
+                    coro = agen.asend(None)
+                else:
+                    try:
+                        request = next(decoder)
+                    except StopIteration:
+                        return None
+                    except ProtocolError as exc:
+                        coro = agen.athrow(exc)
+                    else:
+                        coro = agen.asend(request)
+                try:
+                    yielded = coro.send(None)
+                except StopIteration as stop:
+                    self._on_yield(stop.value)
+                except StopAsyncIteration:
+                    self._on_return()
+                except Exception as exc:
+                    self._on_error(exc)
+                else:
+                    return (coro, yielded)
+                if decoder.broken:
+                    self._on_framing_error()
+            return None
+        finally:
+            _set_hooks(*hooks)
+
+    async def _finish_blocked(self, blocked: Blocked) -> None:
+        """Await a step that blocked during :meth:`_process`, then record its outcome."""
+        try:
+            value = await resume_blocked(*blocked)
+        except StopAsyncIteration:
+            self._on_return()
+        except Exception as exc:
+            self._on_error(exc)
+        else:
+            self._on_yield(value)
+        if self._decoder.broken:
+            self._on_framing_error()
+
+    async def _throw_timeout(self) -> None:
+        """The requested ``RecvParams.timeout`` expired: throw TimeoutError into the handler."""
+        agen = self._agen
+        assert agen is not None
+        timeout = self._params.timeout if self._params is not None else None
+        coro = agen.athrow(TimeoutError(f"no request within {timeout} seconds"))
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._on_yield(stop.value)
+        except StopAsyncIteration:
+            self._on_return()
+        except Exception as exc:
+            self._on_error(exc)
+        else:
+            await self._finish_blocked((coro, yielded))
+
+    def _on_yield(self, value: Any) -> None:
+        if value is not None and not isinstance(value, RecvParams):
+            self._agen = None
+            self._close_after_error(
+                TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
+            )
+            return
+        self._params = value
+        self._fresh = False
+
+    def _on_return(self) -> None:
+        fresh = self._fresh
+        self._agen = None
+        self._params = None
+        if fresh:
+            # Returned before its first yield: the handler does not want this connection.
+            self._request_close()
+
+    def _on_error(self, exc: Exception) -> None:
+        self._agen = None
+        self._params = None
+        if self._lost and isinstance(exc, DISCONNECT_ERRORS):
+            logger.debug("client disconnected during a request", error=str(exc))
+            self._request_close()
+        elif isinstance(exc, ProtocolError):
+            logger.warning("closing connection after a bad message", error=str(exc))
+            self._request_close()
+        else:
+            self._close_after_error(exc)
+
+    def _on_framing_error(self) -> None:
+        logger.warning("closing connection: the stream cannot be framed any more")
+        self._request_close()
+
+    def _close_after_error(self, exc: BaseException) -> None:
+        logger.error("request handler failed; closing the connection", exc_info=exc)
+        self._request_close()
+
+    def _request_close(self) -> None:
+        """Stop handling requests; the connection task then closes the connection."""
+        self._close_requested = True
+        self._wake()
+
+    def _begin_stop(self) -> None:
+        """The server is shutting down: finish what was received, then close."""
+        self._stopping = True
+        self._wake()
+
+    def _should_stop(self) -> bool:
+        return self._lost or self._close_requested or self._stopping
+
+    # -- to be provided per event loop -------------------------------------------------
+
+    def _wake(self) -> None:
+        """Wake the connection task if it is waiting for data."""
+        raise NotImplementedError
+
+    async def _close_generator(self) -> None:
+        agen, self._agen = self._agen, None
+        if agen is not None:
+            try:
+                await agen.aclose()
+            except Exception as exc:
+                logger.error("request handler failed while closing", exc_info=exc)
+
+    async def _notify_disconnection(self) -> None:
+        try:
+            await self._handler.on_disconnection(self)
+        except Exception as exc:
+            logger.error("on_disconnection() failed", exc_info=exc)
+
+    def _peer_for_log(self) -> str:
+        try:
+            peer = self.peer_address  # type: ignore[attr-defined]
+        except OSError:  # pragma: no cover - the peer is already gone
+            return "?"
+        return peer if isinstance(peer, str) else f"{peer[0]}:{peer[1]}"

@@ -1,0 +1,175 @@
+"""Creating and binding listening sockets, the same way for every event loop.
+
+Binding happens before the loop-specific part starts, with plain :mod:`socket` calls:
+- ``host=None`` binds every interface: ``::`` (with ``IPV6_V6ONLY``) and ``0.0.0.0``, on one
+  port, even with ``port=0`` (the IPv6 socket picks the port, the IPv4 one reuses it).
+- ``SO_REUSEADDR`` on every TCP listener (restarts do not wait for TIME_WAIT), ``SO_REUSEPORT``
+  on request.
+- If one bind fails, every socket bound so far is closed before the error propagates.
+- A Unix socket path is unlinked only if it is a stale socket file (a connect probe is refused);
+  a path held by a live server is an ``EADDRINUSE`` error, and anything else at the path is
+  left alone. On close we unlink only the file we created (same inode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["UnixSocketFile", "bind_inet", "bind_unix", "normalize_address"]
+
+#: Listen backlog: the kernel caps it at net.core.somaxconn anyway (4096 on current kernels).
+DEFAULT_BACKLOG = 4096
+
+
+def normalize_address(address: Any) -> tuple[str, int] | str:
+    """``(host, port)`` for IP addresses (dropping IPv6 flow info and scope), else the path."""
+    if isinstance(address, tuple):
+        return (str(address[0]), int(address[1]))
+    if isinstance(address, bytes):
+        return os.fsdecode(address)
+    return "" if address is None else str(address)
+
+
+@contextlib.contextmanager
+def _closing_on_error(sockets: list[socket.socket]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+
+
+def _addrinfos(host: str | None, port: int, kind: socket.SocketKind) -> list[tuple[int, Any]]:
+    if host is None or host == "":
+        infos: list[tuple[int, Any]] = []
+        if socket.has_ipv6:
+            infos.append((socket.AF_INET6, ("::", port, 0, 0)))
+        infos.append((socket.AF_INET, ("0.0.0.0", port)))
+        return infos
+    found = socket.getaddrinfo(host, port, socket.AF_UNSPEC, kind, 0, socket.AI_PASSIVE)
+    unique: list[tuple[int, Any]] = []
+    for family, _type, _proto, _name, sockaddr in found:
+        if (family, sockaddr) not in unique:
+            unique.append((family, sockaddr))
+    return unique
+
+
+def bind_inet(
+    host: str | None,
+    port: int,
+    kind: socket.SocketKind,
+    *,
+    backlog: int = DEFAULT_BACKLOG,
+    reuse_port: bool = False,
+) -> list[socket.socket]:
+    """Create, bind (and for TCP, listen on) sockets for ``host``/``port``; all on one port.
+
+    Raises:
+        OSError: a bind failed (every socket created so far is closed).
+    """
+    infos = _addrinfos(host, port, kind)
+    if port == 0:
+        # Bind IPv6 first when both families are wanted, so that the port it picks is the one
+        # the IPv4 socket asks for.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET6)
+    sockets: list[socket.socket] = []
+    with _closing_on_error(sockets):
+        chosen_port = port
+        for family, resolved in infos:
+            sock = socket.socket(family, kind)
+            sockets.append(sock)
+            if kind == socket.SOCK_STREAM:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sockaddr = (
+                resolved if chosen_port == port else (resolved[0], chosen_port, *resolved[2:])
+            )
+            sock.bind(sockaddr)
+            chosen_port = sock.getsockname()[1]
+            if kind == socket.SOCK_STREAM:
+                sock.listen(backlog)
+            sock.setblocking(False)
+    return sockets
+
+
+class UnixSocketFile:
+    """A Unix socket path we bound; :meth:`unlink` removes it only if it is still ours."""
+
+    __slots__ = ("_inode", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        st = os.stat(path)
+        self._inode = (st.st_dev, st.st_ino)
+
+    def unlink(self) -> None:
+        """Remove the socket file if it is still the one we created."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._inode:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def _remove_stale_socket(path: str, kind: socket.SocketKind) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EADDRINUSE, f"{path} exists and is not a socket; not removing it")
+    probe = socket.socket(socket.AF_UNIX, kind)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: a stale file left by a crashed process
+        return
+    except OSError:
+        return  # cannot tell (e.g. permissions): let bind report the problem
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"{path} is in use by a running server")
+
+
+def bind_unix(
+    path: str,
+    kind: socket.SocketKind,
+    *,
+    backlog: int = DEFAULT_BACKLOG,
+    mode: int | None = None,
+) -> tuple[socket.socket, UnixSocketFile]:
+    """Bind (and for streams, listen on) a Unix socket at ``path``.
+
+    Args:
+        path: Filesystem path of the socket.
+        kind: ``SOCK_STREAM`` or ``SOCK_DGRAM``.
+        backlog: Listen backlog (streams).
+        mode: Permission bits to give the socket file (e.g. ``0o660``), or None.
+
+    Raises:
+        OSError: the path is used by a live server, is not a socket, or bind failed.
+    """
+    _remove_stale_socket(path, kind)
+    sock = socket.socket(socket.AF_UNIX, kind)
+    with _closing_on_error([sock]):
+        sock.bind(path)
+        file = UnixSocketFile(path)
+        if mode is not None:
+            os.chmod(path, mode)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(backlog)
+        sock.setblocking(False)
+    return sock, file

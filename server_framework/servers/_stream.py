@@ -1,0 +1,186 @@
+"""Stream servers: TCP (optionally TLS) and Unix stream sockets."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl as _ssl
+from typing import Any, Final, Generic, TypeVar
+
+from handlers.base import StreamRequestHandler
+from protocols import StreamProtocol
+from server_framework.backend import AsyncBackend
+
+from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
+from ._sockets import DEFAULT_BACKLOG, bind_inet, bind_unix
+
+__all__ = ["AsyncStreamServerBase", "AsyncTCPServer", "AsyncUnixStreamServer"]
+
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+
+#: Default connection limit. Each idle connection costs a few KiB of memory plus a file
+#: descriptor; raise it (and ``ulimit -n``) for large fan-in.
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
+#: TLS handshake deadline: a client that connects and never completes its handshake is closed
+#: after this many seconds (asyncio's own default is 60 s; 10 s is plenty on any network).
+DEFAULT_SSL_HANDSHAKE_TIMEOUT: Final = 10.0
+#: TLS close_notify exchange deadline on close.
+DEFAULT_SSL_SHUTDOWN_TIMEOUT: Final = 10.0
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
+    if value is None:
+        if not allow_none:
+            raise ValueError(f"{name} must be given")
+        return
+    if not value > 0:  # also rejects NaN
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
+    """What :class:`AsyncTCPServer` and :class:`AsyncUnixStreamServer` share."""
+
+    def __init__(
+        self,
+        protocol: StreamProtocol[ResponseT, RequestT],
+        handler: StreamRequestHandler[RequestT, ResponseT],
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        if not isinstance(protocol, StreamProtocol):
+            raise TypeError(f"expected a StreamProtocol, got {protocol!r}")
+        if not isinstance(handler, StreamRequestHandler):
+            raise TypeError(f"expected a StreamRequestHandler instance, got {handler!r}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        _check_positive("idle_timeout", idle_timeout)
+        _check_positive("ssl_handshake_timeout", ssl_handshake_timeout, allow_none=False)
+        _check_positive("ssl_shutdown_timeout", ssl_shutdown_timeout, allow_none=False)
+        super().__init__(handler, shutdown_timeout=shutdown_timeout)
+        self._protocol = protocol
+        self._handler: StreamRequestHandler[RequestT, ResponseT] = handler
+        self._ssl = ssl
+        self._backlog = backlog
+        self._max_connections = max_connections
+        self._idle_timeout = idle_timeout
+        self._ssl_handshake_timeout = ssl_handshake_timeout
+        self._ssl_shutdown_timeout = ssl_shutdown_timeout
+
+    def _make_listener(self, backend: AsyncBackend) -> _Listener:
+        if backend.name == "trio":
+            from ._trio_stream import TrioStreamListener  # noqa: PLC0415  (trio only when used)
+
+            return TrioStreamListener(self, self._sockets, backend, self._ssl)
+        from ._asyncio_stream import AsyncIOStreamListener  # noqa: PLC0415
+
+        return AsyncIOStreamListener(self, self._sockets, backend, self._ssl)
+
+
+class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
+    """A TCP server (TLS with ``ssl=``), on asyncio, uvloop or trio: whichever loop runs it.
+
+    Args:
+        host: Address to bind; ``None`` (or ``""``) binds every interface, IPv4 and IPv6.
+        port: Port to bind; 0 picks a free one (the same for IPv4 and IPv6), see
+            :meth:`get_addresses`.
+        protocol: How messages are framed and serialized.
+        handler: The request handler serving every connection.
+        ssl: A server-side :class:`ssl.SSLContext` to speak TLS.
+        backlog: Listen backlog.
+        reuse_port: Set ``SO_REUSEPORT`` (several processes on one port).
+        max_connections: Connections served at once; beyond it new ones are closed at once.
+        idle_timeout: Close a connection that waits this long for a request (counted from
+            accept, then from each request); ``None`` (default) never does.
+        shutdown_timeout: Grace period of :meth:`shutdown` for requests in progress.
+        ssl_handshake_timeout: Seconds allowed for a TLS handshake.
+        ssl_shutdown_timeout: Seconds allowed for the TLS close exchange.
+
+    Example::
+
+        protocol = StreamProtocol(JSONSerializer())
+        async with AsyncTCPServer("127.0.0.1", 0, protocol, EchoHandler()) as server:
+            print(server.get_addresses())
+            await server.serve_forever()
+    """
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int,
+        protocol: StreamProtocol[ResponseT, RequestT],
+        handler: StreamRequestHandler[RequestT, ResponseT],
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        backlog: int = DEFAULT_BACKLOG,
+        reuse_port: bool = False,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            protocol,
+            handler,
+            ssl=ssl,
+            backlog=backlog,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            shutdown_timeout=shutdown_timeout,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {port}")
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+
+    def _bind(self) -> None:
+        self._sockets = bind_inet(
+            self._host,
+            self._port,
+            socket.SOCK_STREAM,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port,
+        )
+
+
+class AsyncUnixStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
+    """A Unix stream socket server; the same options as :class:`AsyncTCPServer` but an address.
+
+    Args:
+        path: Filesystem path of the socket. A stale socket file (nobody listening) is
+            replaced; a live one is an error. The file is removed when the server closes.
+        protocol: How messages are framed and serialized.
+        handler: The request handler.
+        mode: Permission bits for the socket file (e.g. ``0o660``), or None for the umask's.
+        **options: ``ssl``, ``backlog``, ``max_connections``, ``idle_timeout``,
+            ``shutdown_timeout``, ``ssl_handshake_timeout``, ``ssl_shutdown_timeout``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        protocol: StreamProtocol[ResponseT, RequestT],
+        handler: StreamRequestHandler[RequestT, ResponseT],
+        *,
+        mode: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(protocol, handler, **options)
+        self._path = os.fspath(path)
+        self._mode = mode
+
+    def _bind(self) -> None:
+        sock, self._unix_file = bind_unix(
+            self._path, socket.SOCK_STREAM, backlog=self._backlog, mode=self._mode
+        )
+        self._sockets = [sock]

@@ -1,0 +1,349 @@
+"""Stream server transport for trio: one task per connection over a trio ``Stream``.
+
+The task receives with ``receive_some`` (a fresh ``bytes`` per read, handed to the decoder
+without a copy; nothing is kept between reads, so an idle connection holds no receive buffer),
+handles every complete frame of the read in one synchronous batch (see ``_driver``), then sends
+the batch's replies with one ``send_all``. trio checkpoints on every socket call, so paying that
+once per read rather than once per frame is what makes pipelining cheap here.
+
+trio's checkpoints are the cost to watch (each one is a trip through the scheduler), so:
+- plain TCP and Unix connections use the trio socket directly (TLS goes through SSLStream);
+- sends are serialized by a flag, and only contending senders park (a ParkingLot created on
+  first contention), instead of a Lock whose acquire checkpoints on every send;
+- waiting for data needs no cancel scope of its own unless a timeout is set: to wake a parked
+  connection (close requested, server stopping) the connection-wide scope is cancelled, which
+  is right since either reason ends the connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+import ssl as _ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+import trio
+
+from handlers.base import Address, SocketProxy, StreamClient
+from server_framework.backend import AsyncBackend, Event
+from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+
+from ._base import _Listener
+from ._driver import ConnectionDriver, logger
+from ._sockets import normalize_address
+
+if TYPE_CHECKING:
+    from ._stream import AsyncStreamServerBase
+
+#: Bytes asked of each ``receive_some``: one read takes up to 64 KiB of pipelined frames.
+RECEIVE_SIZE: Final = 65536
+#: Back-off after accept() fails for lack of descriptors or memory: retrying at once would spin.
+ACCEPT_RETRY_DELAY: Final = 0.1
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+_conn_ids = itertools.count(1)
+_bind_log_context = structlog.contextvars.bind_contextvars
+_REQUEST_TIMEOUT: Final = object()
+_IDLE_TIMEOUT: Final = object()
+
+
+class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
+    """One connection on trio: the connection task's state and the handler's client."""
+
+    __slots__ = (
+        "_eof",
+        "_listener",
+        "_parked",
+        "_receive",
+        "_scope",
+        "_send_all",
+        "_send_lot",
+        "_sending",
+        "_sock",
+        "_tls",
+    )
+
+    def __init__(self, listener: TrioStreamListener, sock: trio.socket.SocketType) -> None:
+        server = listener.server
+        protocol = server._protocol
+        super().__init__(server, server._handler, protocol, protocol.decoder(), next(_conn_ids))
+        self._listener = listener
+        self._sock = sock
+        self._tls: trio.SSLStream[trio.SocketStream] | None = None
+        self._receive: Callable[[int], Awaitable[bytes | bytearray]] = sock.recv
+        self._send_all: Callable[[bytes | bytearray], Awaitable[None]] = self._sock_send_all
+        self._scope: trio.CancelScope | None = None
+        self._parked = False
+        self._sending = False
+        self._send_lot: trio.lowlevel.ParkingLot | None = None
+        self._eof = False
+
+    # -- StreamClient -------------------------------------------------------------------
+
+    async def send_packet(self, packet: Any) -> None:
+        out = self._out
+        if out is not None:
+            self._protocol.encode_into(packet, out)
+            return
+        if self._lost or self._close_requested:
+            raise self._closed_error()
+        await self._send(self._protocol.encode(packet))
+
+    async def aclose(self) -> None:
+        self._request_close()
+        await trio.lowlevel.checkpoint()
+
+    def is_closing(self) -> bool:
+        return self._lost or self._close_requested
+
+    def backend(self) -> AsyncBackend:
+        return self._listener.backend
+
+    @property
+    def peer_address(self) -> Address:
+        return normalize_address(self._sock.getpeername())
+
+    @property
+    def local_address(self) -> Address:
+        return normalize_address(self._sock.getsockname())
+
+    @property
+    def socket(self) -> SocketProxy:
+        return SocketProxy(self._sock)
+
+    def __repr__(self) -> str:
+        return f"<TrioStreamConnection id={self.id} closing={self.is_closing()}>"
+
+    # -- the connection task ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it ends; never raises except on cancellation."""
+        listener = self._listener
+        try:
+            with trio.CancelScope() as self._scope:
+                _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+                if listener.ssl is not None and not await self._handshake(listener.ssl):
+                    return
+                logger.debug("connection accepted")
+                await self._handler.on_connection(self)
+                await self._serve()
+        except Exception as exc:
+            logger.error("connection failed", exc_info=exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._cleanup()
+            listener.release(self)
+
+    async def _serve(self) -> None:
+        while True:
+            out = self._out = bytearray()
+            try:
+                blocked = self._process()
+            finally:
+                self._out = None
+            if out:
+                await self._send_batch(out)
+            if blocked is not None:
+                await self._finish_blocked(blocked)
+                continue
+            if self._should_stop():
+                return
+            woke = await self._wait_data()
+            if woke is _IDLE_TIMEOUT:
+                logger.debug("closing idle connection")
+                return
+            if woke is _REQUEST_TIMEOUT:
+                await self._throw_timeout()
+            elif self._eof:
+                # Handle the frames already received (a half-closed peer still reads our
+                # replies), start nothing new; a partial frame at EOF is dropped.
+                self._stopping = True
+
+    async def _handshake(self, context: _ssl.SSLContext) -> bool:
+        stream = self._tls = trio.SSLStream(
+            trio.SocketStream(self._sock), context, server_side=True
+        )
+        self._receive = stream.receive_some
+        self._send_all = stream.send_all
+        with trio.move_on_after(self._listener.server._ssl_handshake_timeout) as scope:
+            try:
+                await stream.do_handshake()
+            except trio.BrokenResourceError as exc:
+                logger.debug("TLS handshake failed", error=str(exc.__cause__ or exc))
+                return False
+        if scope.cancelled_caught:
+            logger.debug("TLS handshake timed out")
+            return False
+        return True
+
+    async def _wait_data(self) -> object:
+        """Receive more data, or notice EOF (``None``), or time out (the timeout's marker)."""
+        if self._eof or self._should_stop():
+            return None
+        params = self._params
+        timeout = params.timeout if params is not None else None
+        marker = _REQUEST_TIMEOUT
+        idle = self._listener.server._idle_timeout
+        if idle is not None and (timeout is None or idle < timeout):
+            timeout, marker = idle, _IDLE_TIMEOUT
+        self._parked = True
+        try:
+            if timeout is None:
+                data = await self._receive(RECEIVE_SIZE)
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    data = await self._receive(RECEIVE_SIZE)
+                if scope.cancelled_caught:
+                    return marker
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            self._lost = self._eof = True
+            return None
+        finally:
+            self._parked = False
+        if not data:
+            self._eof = True
+            return None
+        self._decoder.feed(data if type(data) is bytes else bytes(data))
+        return None
+
+    def _wake(self) -> None:
+        # Only a parked connection is woken: elsewhere the flags are checked before waiting.
+        if self._parked and self._scope is not None:
+            self._scope.cancel()
+
+    async def _send_batch(self, data: bytearray) -> None:
+        try:
+            await self._send(data)
+        except (BrokenResourceError, ClosedResourceError):
+            pass  # the peer is gone: the next wait notices it
+
+    async def _send(self, data: bytes | bytearray) -> None:
+        while self._sending:
+            lot = self._send_lot
+            if lot is None:
+                lot = self._send_lot = trio.lowlevel.ParkingLot()
+            await lot.park()
+        self._sending = True
+        try:
+            await self._send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+            self._lost = True
+            raise self._closed_error() from exc
+        finally:
+            self._sending = False
+            if self._send_lot is not None:
+                self._send_lot.unpark()
+
+    async def _sock_send_all(self, data: bytes | bytearray) -> None:
+        sock = self._sock
+        with memoryview(data) as view:
+            total = len(view)
+            sent = await sock.send(view)
+            while sent < total:
+                sent += await sock.send(view[sent:])
+
+    def _closed_error(self) -> Exception:
+        if self._close_requested:
+            return ClosedResourceError("the connection is closed")
+        return BrokenResourceError("the peer closed the connection")
+
+    async def _cleanup(self) -> None:
+        await self._close_generator()
+        await self._notify_disconnection()
+        if self._tls is not None:
+            with trio.move_on_after(self._listener.server._ssl_shutdown_timeout):
+                await self._tls.aclose()
+        self._sock.close()
+        logger.debug("connection closed")
+
+
+class TrioStreamListener(_Listener):
+    """Runs one stream server's accept loops and connection tasks on trio."""
+
+    def __init__(
+        self,
+        server: AsyncStreamServerBase[Any, Any],
+        sockets: list[socket.socket],
+        backend: AsyncBackend,
+        ssl_context: _ssl.SSLContext | None,
+    ) -> None:
+        self.server = server
+        self.backend = backend
+        self.ssl = ssl_context
+        self.sockets = [trio.socket.from_stdlib_socket(sock) for sock in sockets]
+        self.connections: set[TrioStreamConnection] = set()
+        self._refused = 0
+        self._accept_errors = 0
+        self._draining = False
+        self._drained = trio.Event()  # set when the last connection ends during a drain
+
+    def release(self, conn: TrioStreamConnection) -> None:
+        """Forget a connection that ended."""
+        self.connections.discard(conn)
+        if self._draining and not self.connections:
+            self._drained.set()
+
+    async def serve(self, stop: Event) -> None:
+        grace = self.server._shutdown_timeout
+        async with trio.open_nursery() as connections:
+            try:
+                async with trio.open_nursery() as acceptors:
+                    for sock in self.sockets:
+                        acceptors.start_soon(self._accept_loop, sock, connections)
+                    await stop.wait()
+                    acceptors.cancel_scope.cancel()
+            except trio.Cancelled:
+                grace = 0.0
+                raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._drain(grace, connections)
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def _drain(self, grace: float, nursery: trio.Nursery) -> None:
+        self._draining = True
+        for conn in list(self.connections):
+            conn._begin_stop()
+        if self.connections:
+            with trio.move_on_after(grace):
+                await self._drained.wait()
+        if self.connections:
+            logger.warning(
+                "cancelling connections still busy after the grace period",
+                count=len(self.connections),
+            )
+        nursery.cancel_scope.cancel()
+
+    async def _accept_loop(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        server = self.server
+        while True:
+            try:
+                conn_sock, _addr = await sock.accept()
+            except OSError as exc:
+                if exc.errno not in _RESOURCE_ERRNOS:
+                    raise
+                self._accept_errors += 1
+                if self._accept_errors & (self._accept_errors - 1) == 0:
+                    logger.error(
+                        "accept() failed, retrying", error=str(exc), count=self._accept_errors
+                    )
+                await trio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            if len(self.connections) >= server._max_connections:
+                conn_sock.close()
+                self._refused += 1
+                if self._refused & (self._refused - 1) == 0:
+                    logger.warning(
+                        "refusing connection: max_connections reached",
+                        max_connections=server._max_connections,
+                        refused=self._refused,
+                    )
+                continue
+            conn = TrioStreamConnection(self, conn_sock)
+            self.connections.add(conn)
+            nursery.start_soon(conn.run)

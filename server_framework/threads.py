@@ -1,0 +1,178 @@
+"""Threads: your own worker pool for async code (`AsyncExecutor`), the way back (`ThreadsPortal`).
+
+Three tools, one direction each:
+
+- ``await backend.run_in_thread(fn, *args)``: loop -> thread, on the backend's bounded default
+  pool (see `AsyncBackend.run_in_thread`);
+- `AsyncExecutor`: loop -> thread, on a pool you choose (a handler's own
+  ``ThreadPoolExecutor``, sized for its work), shut down when its ``async with`` exits;
+- `ThreadsPortal` (``backend.create_threads_portal()``): thread -> loop.
+
+Strategy of `AsyncExecutor`: each call is wrapped in a ``WorkerCall`` (a copy of the caller's
+`contextvars` context plus a claim that makes cancellation exact), submitted with
+``executor.submit``, and awaited through the backend, which knows how to wake its loop from
+another thread. Shutting down, which blocks until the running work is done, happens in a
+worker thread so the event loop never stalls.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import AsyncIterator, Callable, Iterable
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, Self, TypeVar
+
+from server_framework.backend import AsyncBackend, ThreadsPortal, current
+from server_framework.backend._worker import WorkerCall
+
+__all__ = ["AsyncExecutor", "ThreadsPortal"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_ExecutorT = TypeVar("_ExecutorT", bound=concurrent.futures.Executor)
+
+
+class AsyncExecutor(Generic[_ExecutorT]):
+    """Await calls run by a `concurrent.futures.Executor`, without blocking the event loop.
+
+    ::
+
+        async with AsyncExecutor(ThreadPoolExecutor(max_workers=4)) as executor:
+            digest = await executor.run(hashlib.sha256, payload)
+            async for size in executor.map(os.path.getsize, paths):
+                ...
+        # here the pool is shut down and its threads have exited
+
+    In a request handler, enter it on the ``service_init`` exit stack so the pool lives as long
+    as the server: ``await exit_stack.enter_async_context(AsyncExecutor(pool))``.
+
+    Each call runs in a copy of the caller's `contextvars` context (for a
+    `~concurrent.futures.ProcessPoolExecutor`, use module-level functions and picklable
+    arguments; the context is not sent to the other process).
+
+    Args:
+        executor: The executor to run calls in. `AsyncExecutor` shuts it down on exit.
+        backend: The backend of the loop that awaits the calls; None means
+            `server_framework.backend.current()`, looked up at first use.
+    """
+
+    __slots__ = ("_backend", "_executor")
+
+    def __init__(self, executor: _ExecutorT, backend: AsyncBackend | None = None) -> None:
+        self._executor = executor
+        self._backend = backend
+
+    @property
+    def wrapped(self) -> _ExecutorT:
+        """The underlying executor."""
+        return self._executor
+
+    def _get_backend(self) -> AsyncBackend:
+        backend = self._backend
+        if backend is None:
+            backend = self._backend = current()
+        return backend
+
+    async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``fn(*args, **kwargs)`` in the executor and return its result.
+
+        Args:
+            fn: A blocking callable.
+            *args: Positional arguments for ``fn``.
+            **kwargs: Keyword arguments for ``fn``.
+
+        Returns:
+            What ``fn`` returns.
+
+        Raises:
+            RuntimeError: The executor is shut down.
+            concurrent.futures.CancelledError: The executor dropped the call before it started
+                (``shutdown(cancel_futures=True)``).
+            Exception: Whatever ``fn`` raises.
+
+        Cancellation:
+            As `AsyncBackend.run_in_thread` without abandoning: a call still queued is
+            withdrawn and the cancellation raised at once; a running call is waited for, then
+            the cancellation is raised (its result is discarded).
+        """
+        call = WorkerCall(fn, args, kwargs)
+        future = self._executor.submit(call)
+        return await self._get_backend()._wait_future(future, call, abandon_on_cancel=False)
+
+    async def map(self, fn: Callable[..., _T], /, *iterables: Iterable[Any]) -> AsyncIterator[_T]:
+        """Run ``fn`` over the iterables in the executor; yield the results in order.
+
+        Like `concurrent.futures.Executor.map`: every call is submitted at once (the iterables
+        are consumed first), and results are yielded in the order of the inputs as they become
+        available. If a call raises, the iteration stops with that exception.
+
+        Args:
+            fn: A blocking callable taking one argument from each iterable.
+            *iterables: The arguments; the shortest iterable ends the calls.
+
+        Yields:
+            ``fn``'s results, in input order.
+
+        Raises:
+            RuntimeError: The executor is shut down.
+            Exception: Whatever a call raises.
+
+        Cancellation:
+            When the iteration stops early (an error, ``break`` followed by ``aclose()``, or a
+            cancellation), calls not started yet are withdrawn; a cancellation while waiting
+            for a running call behaves as in `run`. Use ``contextlib.aclosing`` to stop early
+            without waiting for garbage collection.
+        """
+        backend = self._get_backend()
+        calls = [WorkerCall(fn, args, {}) for args in zip(*iterables, strict=False)]
+        futures = [self._executor.submit(call) for call in calls]
+        try:
+            for call, future in zip(calls, futures, strict=True):
+                yield await backend._wait_future(future, call, abandon_on_cancel=False)
+        finally:
+            for call, future in zip(calls, futures, strict=True):
+                call.withdraw()
+                future.cancel()
+
+    def shutdown_nowait(self, *, cancel_futures: bool = False) -> None:
+        """Ask the executor to shut down, without waiting for the running calls.
+
+        Args:
+            cancel_futures: Also drop the calls not started yet.
+        """
+        self._executor.shutdown(wait=False, cancel_futures=cancel_futures)
+
+    async def __aenter__(self) -> Self:
+        """Return self (and find the backend, if it was not given)."""
+        self._get_backend()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Shut the executor down and wait for its running calls, off the event loop.
+
+        Cancellation:
+            If the block exits because of a cancellation, or a cancellation arrives while
+            waiting, calls not started yet are dropped (``cancel_futures=True``); the calls
+            already running are still waited for (so no thread outlives the block), then the
+            cancellation propagates.
+        """
+        backend = self._get_backend()
+        cancelled_exc_class = backend.get_cancelled_exc_class()
+        if exc_type is not None and issubclass(exc_type, cancelled_exc_class):
+            await self._shutdown_on_cancel(backend)
+            return
+        try:
+            # Abandon on cancellation, so that we can drop the queued calls at once (below).
+            await backend.run_in_thread(self._executor.shutdown, abandon_on_cancel=True)
+        except cancelled_exc_class:
+            await self._shutdown_on_cancel(backend)
+            raise
+
+    async def _shutdown_on_cancel(self, backend: AsyncBackend) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        await backend.cancel_shielded(backend.run_in_thread, self._executor.shutdown)
