@@ -19,16 +19,23 @@ from .base import (
     StreamClient,
     StreamRequestHandler,
 )
+from .dispatch import DispatchHandler, on
 from .echo import DatagramEchoHandler, EchoHandler
+from .request_response import RequestResponseHandler
+from .threaded import ThreadedHandler
 
 __all__ = [
     "Address",
     "DatagramClient",
     "DatagramEchoHandler",
     "DatagramRequestHandler",
+    "DispatchHandler",
     "EchoHandler",
     "RecvParams",
+    "RequestResponseHandler",
     "SocketProxy",
     "StreamClient",
     "StreamRequestHandler",
+    "ThreadedHandler",
+    "on",
 ]

@@ -8,22 +8,24 @@ Three tools, one direction each:
   ``ThreadPoolExecutor``, sized for its work), shut down when its ``async with`` exits;
 - `ThreadsPortal` (``backend.create_threads_portal()``): thread -> loop.
 
-Strategy of `AsyncExecutor`: each call is wrapped in a ``WorkerCall`` (a copy of the caller's
-`contextvars` context plus a claim that makes cancellation exact), submitted with
-``executor.submit``, and awaited through the backend, which knows how to wake its loop from
-another thread. Shutting down, which blocks until the running work is done, happens in a
-worker thread so the event loop never stalls.
+Strategy of `AsyncExecutor`: each call is submitted with ``executor.submit`` (as
+``context.run(fn, ...)`` on a copy of the caller's `contextvars` context, except for process
+pools) and its `concurrent.futures.Future` is awaited through the backend, which knows how to
+wake its loop from another thread. On cancellation, ``future.cancel()`` says atomically whether
+the call had started. Shutting down, which blocks until the running work is done, happens in a
+thread of its own so the event loop never stalls.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
+import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar
 
 from server_framework.backend import AsyncBackend, ThreadsPortal, current
-from server_framework.backend._worker import WorkerCall
 
 __all__ = ["AsyncExecutor", "ThreadsPortal"]
 
@@ -46,9 +48,9 @@ class AsyncExecutor(Generic[_ExecutorT]):
     In a request handler, enter it on the ``service_init`` exit stack so the pool lives as long
     as the server: ``await exit_stack.enter_async_context(AsyncExecutor(pool))``.
 
-    Each call runs in a copy of the caller's `contextvars` context (for a
-    `~concurrent.futures.ProcessPoolExecutor`, use module-level functions and picklable
-    arguments; the context is not sent to the other process).
+    Each call runs in a copy of the caller's `contextvars` context, except with a
+    `~concurrent.futures.ProcessPoolExecutor`: a context cannot be sent to another process
+    (there, as always, use module-level functions and picklable arguments).
 
     Args:
         executor: The executor to run calls in. `AsyncExecutor` shuts it down on exit.
@@ -56,16 +58,25 @@ class AsyncExecutor(Generic[_ExecutorT]):
             `server_framework.backend.current()`, looked up at first use.
     """
 
-    __slots__ = ("_backend", "_executor")
+    __slots__ = ("_backend", "_copy_context", "_executor")
 
     def __init__(self, executor: _ExecutorT, backend: AsyncBackend | None = None) -> None:
         self._executor = executor
         self._backend = backend
+        self._copy_context = not isinstance(executor, concurrent.futures.ProcessPoolExecutor)
 
     @property
     def wrapped(self) -> _ExecutorT:
         """The underlying executor."""
         return self._executor
+
+    def _submit(
+        self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> concurrent.futures.Future[_T]:
+        if self._copy_context:
+            # One copy per call: a Context cannot be entered by two threads at once.
+            return self._executor.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+        return self._executor.submit(fn, *args, **kwargs)
 
     def _get_backend(self) -> AsyncBackend:
         backend = self._backend
@@ -95,9 +106,8 @@ class AsyncExecutor(Generic[_ExecutorT]):
             withdrawn and the cancellation raised at once; a running call is waited for, then
             the cancellation is raised (its result is discarded).
         """
-        call = WorkerCall(fn, args, kwargs)
-        future = self._executor.submit(call)
-        return await self._get_backend()._wait_future(future, call, abandon_on_cancel=False)
+        future = self._submit(fn, args, kwargs)
+        return await self._get_backend()._wait_future(future, abandon_on_cancel=False)
 
     async def map(self, fn: Callable[..., _T], /, *iterables: Iterable[Any]) -> AsyncIterator[_T]:
         """Run ``fn`` over the iterables in the executor; yield the results in order.
@@ -124,15 +134,13 @@ class AsyncExecutor(Generic[_ExecutorT]):
             without waiting for garbage collection.
         """
         backend = self._get_backend()
-        calls = [WorkerCall(fn, args, {}) for args in zip(*iterables, strict=False)]
-        futures = [self._executor.submit(call) for call in calls]
+        futures = [self._submit(fn, args, {}) for args in zip(*iterables, strict=False)]
         try:
-            for call, future in zip(calls, futures, strict=True):
-                yield await backend._wait_future(future, call, abandon_on_cancel=False)
+            for future in futures:
+                yield await backend._wait_future(future, abandon_on_cancel=False)
         finally:
-            for call, future in zip(calls, futures, strict=True):
-                call.withdraw()
-                future.cancel()
+            for future in futures:
+                future.cancel()  # a no-op for the calls already started or done
 
     def shutdown_nowait(self, *, cancel_futures: bool = False) -> None:
         """Ask the executor to shut down, without waiting for the running calls.
@@ -155,6 +163,10 @@ class AsyncExecutor(Generic[_ExecutorT]):
     ) -> None:
         """Shut the executor down and wait for its running calls, off the event loop.
 
+        The blocking ``shutdown(wait=True)`` runs in a thread of its own (named
+        ``AsyncExecutor.shutdown``), not in the backend's pool, which blocking handlers may keep
+        busy.
+
         Cancellation:
             If the block exits because of a cancellation, or a cancellation arrives while
             waiting, calls not started yet are dropped (``cancel_futures=True``); the calls
@@ -164,15 +176,29 @@ class AsyncExecutor(Generic[_ExecutorT]):
         backend = self._get_backend()
         cancelled_exc_class = backend.get_cancelled_exc_class()
         if exc_type is not None and issubclass(exc_type, cancelled_exc_class):
-            await self._shutdown_on_cancel(backend)
-            return
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        done = self._shutdown_in_thread()
         try:
             # Abandon on cancellation, so that we can drop the queued calls at once (below).
-            await backend.run_in_thread(self._executor.shutdown, abandon_on_cancel=True)
+            await backend._wait_future(done, abandon_on_cancel=True)
         except cancelled_exc_class:
-            await self._shutdown_on_cancel(backend)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            await backend.cancel_shielded(backend._wait_future, done, False)
             raise
 
-    async def _shutdown_on_cancel(self, backend: AsyncBackend) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        await backend.cancel_shielded(backend.run_in_thread, self._executor.shutdown)
+    def _shutdown_in_thread(self) -> concurrent.futures.Future[None]:
+        """Start ``shutdown(wait=True)`` in a new thread; return a future for its end."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        # Running from the start: a cancelled wait must not cancel it (we wait for it again).
+        done.set_running_or_notify_cancel()
+
+        def shutdown() -> None:
+            try:
+                self._executor.shutdown(wait=True)
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        threading.Thread(target=shutdown, name="AsyncExecutor.shutdown").start()
+        return done

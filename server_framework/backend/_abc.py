@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TypeVar, TypeVarTuple, Unpack
 
 from server_framework.backend._portal import ThreadsPortal
-from server_framework.backend._worker import WorkerCall
 
 __all__ = ["AsyncBackend", "BackendName", "CancelScope", "Event", "Lock", "TaskGroup"]
 
@@ -349,15 +348,13 @@ class AsyncBackend(ABC):
 
     @abstractmethod
     async def _wait_future(
-        self,
-        future: concurrent.futures.Future[_T],
-        call: WorkerCall[_T],
-        abandon_on_cancel: bool,
+        self, future: concurrent.futures.Future[_T], abandon_on_cancel: bool
     ) -> _T:
-        """Wait for ``call``, submitted to an executor as ``future`` (for `AsyncExecutor`).
+        """Wait for a call submitted to an executor (for `AsyncExecutor`); return its result.
 
-        Internal to server_framework: same semantics as `run_in_thread` once submitted.
-        ``call.withdraw()`` decides, on cancellation, whether the call never runs.
+        Internal to server_framework: same semantics as `run_in_thread` once submitted. On
+        cancellation, ``future.cancel()`` tells atomically whether the call never runs (it was
+        still queued) or is running (then it is waited for, unless abandoned).
 
         Raises:
             concurrent.futures.CancelledError: The executor cancelled the call (for example,

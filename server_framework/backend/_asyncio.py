@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import functools
 import math
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, TypeVarTuple, Unpack
+from typing import Any, Generic, Literal, Self, TypeVar, TypeVarTuple, Unpack
 
 from server_framework.backend._abc import AsyncBackend, CancelScope, Event, Lock, TaskGroup
 from server_framework.backend._portal import PortalCall, ThreadsPortal
-from server_framework.backend._worker import WorkerCall
 
 __all__ = ["AsyncIOBackend", "detect_backend_name", "run"]
 
@@ -183,10 +184,69 @@ class _AsyncIOTaskGroup(TaskGroup):
         return None
 
 
+_QUEUED = 0
+_STARTED = 1
+_WITHDRAWN = 2
+
+
+class _WorkerCall(Generic[_T]):
+    """``fn(*args, **kwargs)`` to be run once in a worker thread, in the caller's context.
+
+    ``loop.run_in_executor`` hides the executor's `concurrent.futures.Future`, whose
+    ``cancel()`` would tell whether the call has started; this object keeps that information
+    itself, with a per-call lock that is uncontended but for that one race (a fraction of a
+    microsecond, against a thread round trip of tens). Create it in the loop thread (the
+    context is copied there); call it in the worker.
+    """
+
+    __slots__ = ("_args", "_context", "_fn", "_kwargs", "_lock", "_state")
+
+    def __init__(
+        self, fn: Callable[..., _T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self._fn = fn
+        self._args = args
+        self._kwargs = kwargs
+        # One copy per call: a Context cannot be entered by two threads at once.
+        self._context = contextvars.copy_context()
+        self._lock = threading.Lock()
+        self._state = _QUEUED
+
+    def __call__(self) -> _T:
+        """Run the call in the worker thread (unless it was withdrawn first).
+
+        Raises:
+            concurrent.futures.CancelledError: the awaiting task withdrew the call before it
+                started; nobody reads this outcome.
+            Exception: whatever the function raises.
+        """
+        with self._lock:
+            if self._state == _WITHDRAWN:
+                raise concurrent.futures.CancelledError("withdrawn before it started")
+            self._state = _STARTED
+        return self._context.run(self._fn, *self._args, **self._kwargs)
+
+    def withdraw(self) -> bool:
+        """Make sure the call never starts, if it has not started yet.
+
+        Returns:
+            True if the call will never run; False if it is running or has already run.
+        """
+        with self._lock:
+            if self._state == _STARTED:
+                return False
+            self._state = _WITHDRAWN
+            return True
+
+
 async def _wait_call(
-    future: asyncio.Future[_T], call: WorkerCall[_T], abandon_on_cancel: bool
+    future: asyncio.Future[_T], withdraw: Callable[[], bool], abandon_on_cancel: bool
 ) -> _T:
-    """Await a worker call's future with `AsyncBackend.run_in_thread` cancellation semantics."""
+    """Await a worker call's future with `AsyncBackend.run_in_thread` cancellation semantics.
+
+    ``withdraw()`` must return True, atomically, if the call will never start (it was still
+    queued), False if it is running or done.
+    """
     try:
         # Shielded: a cancellation of this task must not cancel ``future``, which is our only
         # way to learn when a running call returns.
@@ -196,7 +256,7 @@ async def _wait_call(
             # The executor dropped the call (shutdown with cancel_futures=True), this task was
             # not cancelled: report it as an error, not as a cancellation of the task.
             raise concurrent.futures.CancelledError("the executor cancelled the call") from None
-        if call.withdraw() or abandon_on_cancel:
+        if withdraw() or abandon_on_cancel:
             # Not started (it never will), or abandoned: drop it from the executor's queue and
             # discard its outcome.
             future.cancel()
@@ -291,17 +351,14 @@ class AsyncIOBackend(AsyncBackend):
     async def run_in_thread(
         self, fn: Callable[..., _T], /, *args: Any, abandon_on_cancel: bool = False, **kwargs: Any
     ) -> _T:
-        call = WorkerCall(fn, args, kwargs)
+        call = _WorkerCall(fn, args, kwargs)
         future = asyncio.get_running_loop().run_in_executor(None, call)
-        return await _wait_call(future, call, abandon_on_cancel)
+        return await _wait_call(future, call.withdraw, abandon_on_cancel)
 
     async def _wait_future(
-        self,
-        future: concurrent.futures.Future[_T],
-        call: WorkerCall[_T],
-        abandon_on_cancel: bool,
+        self, future: concurrent.futures.Future[_T], abandon_on_cancel: bool
     ) -> _T:
-        return await _wait_call(asyncio.wrap_future(future), call, abandon_on_cancel)
+        return await _wait_call(asyncio.wrap_future(future), future.cancel, abandon_on_cancel)
 
     def create_threads_portal(self) -> ThreadsPortal:
         return _AsyncIOThreadsPortal()
@@ -316,8 +373,9 @@ class _AsyncIOThreadsPortal(ThreadsPortal):
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()  # raises outside a loop, before we open
         self._open()
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._drained = asyncio.Event()
         return self
 

@@ -28,7 +28,6 @@ import trio
 
 from server_framework.backend._abc import AsyncBackend, CancelScope, Event, Lock, TaskGroup
 from server_framework.backend._portal import PortalCall, ThreadsPortal
-from server_framework.backend._worker import WorkerCall
 
 __all__ = ["TrioBackend", "run"]
 
@@ -105,13 +104,10 @@ class _TrioTaskGroup(TaskGroup):
 class _FutureWaiter:
     """Parks a trio task until a `concurrent.futures.Future` is done (for `_wait_future`)."""
 
-    __slots__ = ("_abandon", "_call", "_future", "_task", "_token")
+    __slots__ = ("_abandon", "_future", "_task", "_token")
 
-    def __init__(
-        self, future: concurrent.futures.Future[Any], call: WorkerCall[Any], abandon_on_cancel: bool
-    ) -> None:
+    def __init__(self, future: concurrent.futures.Future[Any], abandon_on_cancel: bool) -> None:
         self._future = future
-        self._call = call
         self._abandon = abandon_on_cancel
         self._task: trio.lowlevel.Task | None = trio.lowlevel.current_task()
         self._token = trio.lowlevel.current_trio_token()
@@ -129,8 +125,8 @@ class _FutureWaiter:
             trio.lowlevel.reschedule(task)
 
     def abort(self, raise_cancel: object) -> trio.lowlevel.Abort:
-        if self._call.withdraw() or self._abandon:
-            self._future.cancel()  # drops it from the executor's queue if it is still there
+        # cancel() succeeds only if the call has not started: then it never will.
+        if self._future.cancel() or self._abandon:
             self._task = None
             return trio.lowlevel.Abort.SUCCEEDED
         return trio.lowlevel.Abort.FAILED  # keep waiting; the cancellation comes afterwards
@@ -207,13 +203,10 @@ class TrioBackend(AsyncBackend):
         return result
 
     async def _wait_future(
-        self,
-        future: concurrent.futures.Future[_T],
-        call: WorkerCall[_T],
-        abandon_on_cancel: bool,
+        self, future: concurrent.futures.Future[_T], abandon_on_cancel: bool
     ) -> _T:
         await trio.lowlevel.checkpoint_if_cancelled()
-        waiter = _FutureWaiter(future, call, abandon_on_cancel)
+        waiter = _FutureWaiter(future, abandon_on_cancel)
         future.add_done_callback(waiter.on_done)
         await trio.lowlevel.wait_task_rescheduled(waiter.abort)
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -233,8 +226,9 @@ class _TrioThreadsPortal(ThreadsPortal):
         self._nursery: trio.Nursery | None = None
 
     async def __aenter__(self) -> Self:
+        token = trio.lowlevel.current_trio_token()  # raises outside trio, before we open
         self._open()
-        self._token = trio.lowlevel.current_trio_token()
+        self._token = token
         self._drained = trio.Event()
         # No checkpoint in between: no thread's callback can run before the nursery exists.
         self._nursery = await self._nursery_manager.__aenter__()

@@ -30,6 +30,7 @@ from typing import Any, Final
 import structlog
 
 from handlers.base import RecvParams
+from handlers.request_response import RequestResponseHandler
 from protocols import ProtocolError, StreamDecoder
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
@@ -43,7 +44,19 @@ _set_hooks = sys.set_asyncgen_hooks
 #: Exceptions that mean "the peer went away" when raised by the handler's I/O.
 DISCONNECT_ERRORS: Final = (ConnectionError, BrokenResourceError, ClosedResourceError)
 
-Blocked = tuple[Coroutine[Any, Any, Any], Any]
+# What blocked: a step of the handler's generator, a ``respond()`` call, or a ``send_packet``.
+_STEP: Final = 0
+_RESPOND: Final = 1
+_SEND: Final = 2
+Blocked = tuple[Coroutine[Any, Any, Any], Any, int]
+
+
+def _fast_respond(handler: Any) -> Any:
+    """``handler.respond`` if the driver may call it directly instead of driving ``handle``."""
+    overridden = type(handler).handle is not RequestResponseHandler.handle
+    if isinstance(handler, RequestResponseHandler) and not overridden:
+        return handler.respond
+    return None
 
 
 @types.coroutine
@@ -131,6 +144,7 @@ class ConnectionDriver:
         "_out",
         "_params",
         "_protocol",
+        "_respond",
         "_server",
         "_stopping",
         "id",
@@ -151,6 +165,7 @@ class ConnectionDriver:
         self._handler = handler
         self._protocol = protocol
         self._decoder = decoder
+        self._respond = _fast_respond(handler)
         self._agen: AsyncGenerator[Any, Any] | None = None
         self._fresh = False  # the current generator has not yielded yet
         self._params: RecvParams | None = None
@@ -164,11 +179,13 @@ class ConnectionDriver:
     # -- the state machine --------------------------------------------------------------
 
     def _process(self) -> Blocked | None:
-        """Handle every complete frame received so far, synchronously while nothing blocks.
+        """Handle every complete message received so far, synchronously while nothing blocks.
 
         Returns ``None`` when more data is needed or the connection must close, or the blocked
-        step ``(coro, yielded)`` that the caller must finish with :meth:`_finish_blocked`.
+        step that the caller must finish with :meth:`_finish_blocked`.
         """
+        if self._respond is not None:
+            return self._process_responses()
         decoder = self._decoder
         hooks = _get_hooks()
         _set_hooks(None, hooks.finalizer)
@@ -199,23 +216,62 @@ class ConnectionDriver:
                 except Exception as exc:
                     self._on_error(exc)
                 else:
-                    return (coro, yielded)
+                    return (coro, yielded, _STEP)
                 if decoder.broken:
                     self._on_framing_error()
             return None
         finally:
             _set_hooks(*hooks)
 
+    def _process_responses(self) -> Blocked | None:
+        """The :class:`RequestResponseHandler` path: ``respond()`` called directly, no generator."""
+        decoder = self._decoder
+        respond = self._respond
+        send = self.send_packet  # type: ignore[attr-defined]
+        while not (self._lost or self._close_requested):
+            try:
+                request = next(decoder)
+            except StopIteration:
+                return None
+            except ProtocolError as exc:
+                coro = self._handler.on_bad_message(exc, self)
+            else:
+                coro = respond(request, self)
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                if stop.value is not None:
+                    coro = send(stop.value)
+                    try:
+                        yielded = coro.send(None)
+                    except StopIteration:
+                        pass
+                    except Exception as exc:
+                        self._on_error(exc)
+                    else:
+                        return (coro, yielded, _SEND)
+            except Exception as exc:
+                self._on_error(exc)
+            else:
+                return (coro, yielded, _RESPOND)
+            if decoder.broken:
+                self._on_framing_error()
+        return None
+
     async def _finish_blocked(self, blocked: Blocked) -> None:
         """Await a step that blocked during :meth:`_process`, then record its outcome."""
+        coro, yielded, kind = blocked
         try:
-            value = await resume_blocked(*blocked)
+            value = await resume_blocked(coro, yielded)
+            if kind == _RESPOND and value is not None:
+                await self.send_packet(value)  # type: ignore[attr-defined]
         except StopAsyncIteration:
             self._on_return()
         except Exception as exc:
             self._on_error(exc)
         else:
-            self._on_yield(value)
+            if kind == _STEP:
+                self._on_yield(value)
         if self._decoder.broken:
             self._on_framing_error()
 
@@ -234,7 +290,7 @@ class ConnectionDriver:
         except Exception as exc:
             self._on_error(exc)
         else:
-            await self._finish_blocked((coro, yielded))
+            await self._finish_blocked((coro, yielded, _STEP))
 
     def _on_yield(self, value: Any) -> None:
         if value is not None and not isinstance(value, RecvParams):

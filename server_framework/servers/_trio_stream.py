@@ -57,6 +57,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         "_eof",
         "_listener",
         "_parked",
+        "_peer",
         "_receive",
         "_scope",
         "_send_all",
@@ -66,12 +67,15 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         "_tls",
     )
 
-    def __init__(self, listener: TrioStreamListener, sock: trio.socket.SocketType) -> None:
+    def __init__(
+        self, listener: TrioStreamListener, sock: trio.socket.SocketType, peer: Any
+    ) -> None:
         server = listener.server
         protocol = server._protocol
         super().__init__(server, server._handler, protocol, protocol.decoder(), next(_conn_ids))
         self._listener = listener
         self._sock = sock
+        self._peer = normalize_address(peer)  # as accept() reported it: stable after a reset
         self._tls: trio.SSLStream[trio.SocketStream] | None = None
         self._receive: Callable[[int], Awaitable[bytes | bytearray]] = sock.recv
         self._send_all: Callable[[bytes | bytearray], Awaitable[None]] = self._sock_send_all
@@ -104,7 +108,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
 
     @property
     def peer_address(self) -> Address:
-        return normalize_address(self._sock.getpeername())
+        return self._peer
 
     @property
     def local_address(self) -> Address:
@@ -323,7 +327,7 @@ class TrioStreamListener(_Listener):
         server = self.server
         while True:
             try:
-                conn_sock, _addr = await sock.accept()
+                conn_sock, peer = await sock.accept()
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
@@ -344,6 +348,7 @@ class TrioStreamListener(_Listener):
                         refused=self._refused,
                     )
                 continue
-            conn = TrioStreamConnection(self, conn_sock)
+            conn = TrioStreamConnection(self, conn_sock, peer)
             self.connections.add(conn)
             nursery.start_soon(conn.run)
+            del conn  # this frame waits in accept() next: hold no finished connection alive

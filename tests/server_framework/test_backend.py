@@ -405,3 +405,13 @@ async def test_cancel_shielded_result_and_error(backend_name: BackendName) -> No
 
     with pytest.raises(Boom, match="late"), backend.move_on_after(0.01):
         await backend.cancel_shielded(slow_fail)
+
+
+# ---------------------------------------------------------------------------- test plugin
+
+
+@pytest.mark.trio
+async def test_trio_marked_tests_are_left_to_pytest_trio() -> None:
+    # No backend_name: pytest-trio runs this one, once, and our backend still detects trio.
+    assert current().name == "trio"
+    await current().checkpoint()

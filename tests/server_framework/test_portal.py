@@ -315,7 +315,7 @@ async def test_calls_racing_with_the_exit_never_hang(backend_name: BackendName) 
             first_accepted.set()
             time.sleep(0)  # let the loop thread have the GIL: a race, not a flood
 
-    for _ in range(3):
+    for _ in range(10):
         async with backend.create_threads_portal() as portal:
             thread = threading.Thread(target=hammer, args=(portal,), name="portal-hammer")
             thread.start()

@@ -7,14 +7,16 @@ Threads here really run; when a test needs a call to stay busy it blocks on a
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 import structlog
+import trio
 
 from server_framework import AsyncExecutor, run
 from server_framework.backend import BackendName, current
@@ -127,6 +129,37 @@ async def test_cancelled_run_in_thread_abandons_the_call(backend_name: BackendNa
     assert await backend.run_in_thread(finished.wait, 10)
 
 
+def limit_default_pool_to_one_thread(backend_name: BackendName) -> None:
+    """Make the running loop's default worker pool one thread wide (for this run only)."""
+    if backend_name == "trio":
+        trio.to_thread.current_default_thread_limiter().total_tokens = 1
+    else:  # a fresh loop: no default executor was created yet, none is orphaned
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+
+
+async def test_cancelled_run_in_thread_withdraws_a_queued_call(backend_name: BackendName) -> None:
+    backend = current()
+    limit_default_pool_to_one_thread(backend_name)
+    started = backend.create_event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    async with backend.create_threads_portal() as portal:
+
+        def blocker() -> None:
+            portal.run_sync(started.set)
+            release.wait(10)
+
+        async with backend.create_task_group() as tg:
+            tg.start_soon(backend.run_in_thread, blocker)
+            await started.wait()  # the only worker is busy from now on
+            with backend.move_on_after(0.01) as scope:
+                await backend.run_in_thread(ran.append, "queued call")  # waits for the worker
+            release.set()
+    assert scope.cancelled_caught
+    assert ran == []
+
+
 async def test_many_concurrent_calls_keep_the_loop_responsive(backend_name: BackendName) -> None:
     backend = current()
     max_lag = 0.0
@@ -229,6 +262,26 @@ async def test_executor_exit_waits_without_blocking_the_loop(backend_name: Backe
         pool.submit(int)
 
 
+async def test_executor_exit_does_not_need_the_backend_pool(backend_name: BackendName) -> None:
+    backend = current()
+    limit_default_pool_to_one_thread(backend_name)
+    started = backend.create_event()
+    release = threading.Event()
+    async with backend.create_threads_portal() as portal:
+
+        def blocker() -> None:
+            portal.run_sync(started.set)
+            release.wait(10)
+
+        async with backend.create_task_group() as tg:
+            tg.start_soon(backend.run_in_thread, blocker)
+            await started.wait()  # the backend's only worker is busy until release
+            with backend.timeout(5):
+                async with AsyncExecutor(ThreadPoolExecutor(1)) as executor:
+                    assert await executor.run(abs, -1) == 1
+            release.set()
+
+
 async def test_executor_exit_on_cancellation_drops_pending_calls(
     backend_name: BackendName,
 ) -> None:
@@ -279,6 +332,13 @@ async def test_executor_cancelled_run_withdraws_a_queued_call(backend_name: Back
         release.set()
     assert scope.cancelled_caught
     assert ran == []
+
+
+async def test_executor_with_a_process_pool(backend_name: BackendName) -> None:
+    # No context copy there (a Context cannot be pickled): plain picklable calls.
+    async with AsyncExecutor(ProcessPoolExecutor(1)) as executor:
+        assert await executor.run(pow, 2, 8) == 256
+        assert [r async for r in executor.map(abs, [-1, -2, -3])] == [1, 2, 3]
 
 
 async def test_executor_backend_is_found_lazily(backend_name: BackendName) -> None:
