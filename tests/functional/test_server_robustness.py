@@ -259,7 +259,7 @@ EMFILE_SERVER = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["asyncio", "uvloop", "trio"])
 def test_accept_survives_descriptor_exhaustion(backend: str) -> None:
-    """With descriptors exhausted, accept() backs off instead of spinning or crashing; it resumes."""
+    """Out of descriptors, accept() backs off instead of spinning or crashing, then resumes."""
     process = subprocess.Popen(
         [sys.executable, "-c", EMFILE_SERVER, backend],
         stdout=subprocess.PIPE,
