@@ -22,9 +22,9 @@ test: $(STAMP)
 	exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check server_framework handlers protocols tests benchmarks
-	$(BIN)/ruff format --check server_framework handlers protocols tests benchmarks
-	$(BIN)/mypy server_framework handlers protocols
+	$(BIN)/ruff check server_framework handlers protocols tests benchmarks docs
+	$(BIN)/ruff format --check server_framework handlers protocols tests benchmarks docs
+	$(BIN)/mypy server_framework handlers protocols docs/examples
 
 bench-micro: $(STAMP)
 	$(BIN)/python -m pytest benchmarks/micro -q -p no:randomly --benchmark-only \
