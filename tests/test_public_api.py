@@ -47,5 +47,7 @@ def test_export_is_documented(name: str, obj: Any) -> None:
         return  # type aliases and constants are documented where they are defined
     assert inspect.getdoc(obj), f"{name} has no docstring"
     if inspect.isclass(obj):
-        undocumented = [member for member, value in own_public_members(obj) if not inspect.getdoc(value)]
+        undocumented = [
+            member for member, value in own_public_members(obj) if not inspect.getdoc(value)
+        ]
         assert undocumented == [], f"undocumented public members of {name}"

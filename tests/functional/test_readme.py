@@ -38,7 +38,10 @@ async def test_greeter(backend_name: str, readme: dict[str, Any]) -> None:
             client.close()
 
     async with serving(server):
-        assert await in_thread(talk, server.get_addresses()[0]) == [{"hello": "you"}, {"hello": "world"}]
+        assert await in_thread(talk, server.get_addresses()[0]) == [
+            {"hello": "you"},
+            {"hello": "world"},
+        ]
 
 
 async def test_chat(backend_name: str, readme: dict[str, Any]) -> None:
