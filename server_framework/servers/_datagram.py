@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from handlers.base import DatagramRequestHandler
@@ -22,7 +23,7 @@ from protocols import DatagramProtocol
 from server_framework.backend import AsyncBackend
 
 from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
-from ._sockets import bind_inet, bind_unix
+from ._sockets import bind_inet, bind_unix, check_adopted
 
 __all__ = ["AsyncDatagramServerBase", "AsyncUDPServer", "AsyncUnixDatagramServer"]
 
@@ -78,6 +79,30 @@ class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... drop
             logger.warning("dropping datagram", reason=reason, dropped=count)
 
+    @classmethod
+    def from_sockets(
+        cls,
+        sockets: Sequence[socket.socket],
+        protocol: DatagramProtocol[ResponseT, RequestT],
+        handler: DatagramRequestHandler[RequestT, ResponseT],
+        **options: Any,
+    ) -> AsyncDatagramServerBase[RequestT, ResponseT]:
+        """A server on datagram sockets that are already bound (inherited, activated...).
+
+        The sockets are used as they are and closed with the server; a Unix socket's file is
+        never removed, since we did not create it.
+
+        Args:
+            sockets: Bound ``SOCK_DGRAM`` sockets (UDP or Unix).
+            protocol: How datagrams are serialized.
+            handler: The datagram request handler.
+            **options: The keyword options of :class:`AsyncUDPServer` (except ``reuse_port``).
+
+        Raises:
+            ValueError: no socket, or one that is not a datagram socket.
+        """
+        return _AdoptedDatagramServer(list(sockets), protocol, handler, **options)
+
     def _make_listener(self, backend: AsyncBackend) -> _Listener:
         if backend.name == "trio":
             from ._trio_datagram import TrioDatagramListener  # noqa: PLC0415
@@ -86,6 +111,24 @@ class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         from ._asyncio_datagram import AsyncIODatagramListener  # noqa: PLC0415
 
         return AsyncIODatagramListener(self, self._sockets, backend)
+
+
+class _AdoptedDatagramServer(AsyncDatagramServerBase[RequestT, ResponseT]):
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        protocol: DatagramProtocol[ResponseT, RequestT],
+        handler: DatagramRequestHandler[RequestT, ResponseT],
+        **options: Any,
+    ) -> None:
+        super().__init__(protocol, handler, **options)
+        check_adopted(sockets, socket.SOCK_DGRAM)
+        self._adopted = sockets
+
+    def _bind(self) -> None:
+        for sock in self._adopted:
+            sock.setblocking(False)
+        self._sockets = list(self._adopted)
 
 
 class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):

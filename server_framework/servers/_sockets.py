@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["UnixSocketFile", "bind_inet", "bind_unix", "normalize_address"]
+__all__ = ["UnixSocketFile", "bind_inet", "bind_unix", "check_adopted", "normalize_address"]
 
 #: Listen backlog: the kernel caps it at net.core.somaxconn anyway (4096 on current kernels).
 DEFAULT_BACKLOG = 4096
@@ -173,3 +173,16 @@ def bind_unix(
             sock.listen(backlog)
         sock.setblocking(False)
     return sock, file
+
+
+def check_adopted(sockets: list[socket.socket], kind: socket.SocketKind) -> None:
+    """Check that sockets handed to a server are of the right kind.
+
+    Raises:
+        ValueError: no socket, or a socket of another type.
+    """
+    if not sockets:
+        raise ValueError("at least one socket is needed")
+    for sock in sockets:
+        if sock.type != kind:
+            raise ValueError(f"expected {kind.name} sockets, got {sock!r}")

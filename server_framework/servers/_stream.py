@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import ssl as _ssl
+from collections.abc import Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from handlers.base import StreamRequestHandler
@@ -12,7 +13,7 @@ from protocols import StreamProtocol
 from server_framework.backend import AsyncBackend
 
 from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
-from ._sockets import DEFAULT_BACKLOG, bind_inet, bind_unix
+from ._sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, check_adopted
 
 __all__ = ["AsyncStreamServerBase", "AsyncTCPServer", "AsyncUnixStreamServer"]
 
@@ -73,6 +74,30 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
 
+    @classmethod
+    def from_sockets(
+        cls,
+        sockets: Sequence[socket.socket],
+        protocol: StreamProtocol[ResponseT, RequestT],
+        handler: StreamRequestHandler[RequestT, ResponseT],
+        **options: Any,
+    ) -> AsyncStreamServerBase[RequestT, ResponseT]:
+        """A server on sockets that are already bound and listening (inherited, activated...).
+
+        The sockets are used as they are (never re-bound, never ``listen()``-ed again) and closed
+        with the server; a Unix socket's file is never removed, since we did not create it.
+
+        Args:
+            sockets: Listening ``SOCK_STREAM`` sockets (TCP or Unix).
+            protocol: How messages are framed and serialized.
+            handler: The request handler.
+            **options: The keyword options of :class:`AsyncTCPServer` (except ``reuse_port``).
+
+        Raises:
+            ValueError: no socket, or one that is not a stream socket.
+        """
+        return _AdoptedStreamServer(list(sockets), protocol, handler, **options)
+
     def _make_listener(self, backend: AsyncBackend) -> _Listener:
         if backend.name == "trio":
             from ._trio_stream import TrioStreamListener  # noqa: PLC0415  (trio only when used)
@@ -81,6 +106,24 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         from ._asyncio_stream import AsyncIOStreamListener  # noqa: PLC0415
 
         return AsyncIOStreamListener(self, self._sockets, backend, self._ssl)
+
+
+class _AdoptedStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        protocol: StreamProtocol[ResponseT, RequestT],
+        handler: StreamRequestHandler[RequestT, ResponseT],
+        **options: Any,
+    ) -> None:
+        super().__init__(protocol, handler, **options)
+        check_adopted(sockets, socket.SOCK_STREAM)
+        self._adopted = sockets
+
+    def _bind(self) -> None:
+        for sock in self._adopted:
+            sock.setblocking(False)
+        self._sockets = list(self._adopted)
 
 
 class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):

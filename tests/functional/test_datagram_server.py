@@ -261,3 +261,11 @@ async def test_idle_clients_are_dropped(backend_name: str) -> None:
                 await current().sleep(0.01)
             await in_thread(peer.send, "y")
             assert await in_thread(peer.recv) == {"echo": "y", "count": 1}  # a fresh client
+
+
+async def test_from_sockets(backend_name: str) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    server = AsyncUDPServer.from_sockets([sock], JSON, DatagramEchoHandler())
+    async with serving(server):
+        assert await in_thread(exchange, server.get_addresses()[0], "", ["adopted"]) == ["adopted"]

@@ -522,3 +522,28 @@ async def test_tls_garbage_and_stalled_handshakes_closed_quietly(
             await in_thread(exchange, server.get_addresses()[0])
     assert not [entry for entry in logs if entry["log_level"] == "error"]
     assert handler.events.count("connect") == 1  # only the real TLS client reached the handler
+
+
+async def test_from_sockets_serves_and_never_unlinks(backend_name: str, unix_path: str) -> None:
+    tcp = socket.create_server(("127.0.0.1", 0))
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(unix_path)
+    unix.listen()
+    server = AsyncTCPServer.from_sockets([tcp, unix], JSON_LINES, EchoHandler())
+    async with serving(server):
+        tcp_address, unix_address = server.get_addresses()
+        assert unix_address == unix_path
+        assert await in_thread(line_exchange, tcp_address, ["tcp"]) == ["tcp"]
+        assert await in_thread(line_exchange, unix_path, ["unix"]) == ["unix"]
+    assert os.path.exists(unix_path)  # not ours to remove
+    assert tcp.fileno() == -1  # closed with the server
+
+
+def test_from_sockets_checks_the_kind() -> None:
+    with (
+        contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sock,
+        pytest.raises(ValueError, match="SOCK_STREAM"),
+    ):
+        AsyncTCPServer.from_sockets([sock], JSON_LINES, EchoHandler())
+    with pytest.raises(ValueError, match="at least one"):
+        AsyncTCPServer.from_sockets([], JSON_LINES, EchoHandler())
