@@ -35,6 +35,7 @@ from .framing import (
 )
 from .protocol import Converter, DatagramProtocol, StreamProtocol
 from .serializers import (
+    BytesSerializer,
     CBORSerializer,
     JSONSerializer,
     MsgPackSerializer,
@@ -50,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "BZ2Wrapper",
     "Base64Wrapper",
+    "BytesSerializer",
     "CBORSerializer",
     "Converter",
     "DatagramProtocol",

@@ -23,6 +23,7 @@ import msgspec
 from .exceptions import DeserializeError, SerializeError
 
 __all__ = [
+    "BytesSerializer",
     "CBORSerializer",
     "JSONSerializer",
     "MsgPackSerializer",
@@ -231,6 +232,36 @@ class MsgPackSerializer(_MsgspecSerializer[T]):
             msgspec.msgpack.Decoder(type, strict=strict, dec_hook=dec_hook),
             "MessagePack",
         )
+
+
+class BytesSerializer(Serializer[bytes, bytes]):
+    """Raw payloads: the message *is* the bytes (no encoding at all).
+
+    For binary protocols handled by the application itself, and for line protocols where the
+    handler wants the raw line (e.g. ``LineFramer(b"\r\n")`` for a Redis-style inline command).
+
+    Example::
+
+        protocol = StreamProtocol(BytesSerializer(), LineFramer(b"\r\n"))
+        protocol.encode(b"+PONG")    # b'+PONG\r\n'
+    """
+
+    __slots__ = ()
+
+    def serialize(self, obj: bytes) -> bytes:
+        if isinstance(obj, bytes):
+            return obj
+        if isinstance(obj, bytearray | memoryview):
+            return bytes(obj)
+        raise SerializeError(f"BytesSerializer sends bytes, got {type(obj).__name__}")
+
+    def serialize_into(self, obj: bytes, buffer: bytearray) -> None:
+        if not isinstance(obj, bytes | bytearray | memoryview):
+            raise SerializeError(f"BytesSerializer sends bytes, got {type(obj).__name__}")
+        buffer += obj
+
+    def deserialize(self, data: bytes) -> bytes:
+        return data
 
 
 class StringSerializer(Serializer[str, str]):

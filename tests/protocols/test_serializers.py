@@ -14,14 +14,17 @@ import msgspec
 import pytest
 
 from protocols import (
+    BytesSerializer,
     CBORSerializer,
     DeserializeError,
     JSONSerializer,
+    LineFramer,
     MsgPackSerializer,
     NamedTupleSerializer,
     PickleSerializer,
     SerializeError,
     Serializer,
+    StreamProtocol,
     StringSerializer,
     StructSerializer,
 )
@@ -508,3 +511,34 @@ class TestPickleSerializerOptions:
     def test_error_names_the_unpickling_exception(self) -> None:
         with pytest.raises(DeserializeError, match="invalid pickle: UnpicklingError"):
             PickleSerializer().deserialize(b"garbage")
+
+
+class TestBytesSerializer:
+    """Raw payloads: everything is a valid message, only non-bytes cannot be sent."""
+
+    def test_round_trip_and_identity(self) -> None:
+        serializer = BytesSerializer()
+        for payload in [b"", b"PING", bytes(range(256))]:
+            assert serializer.serialize(payload) is payload
+            assert serializer.deserialize(payload) is payload
+        assert serializer.serialize(bytearray(b"ab")) == b"ab"
+        assert serializer.serialize(memoryview(b"cd")) == b"cd"
+
+    def test_serialize_into_appends(self) -> None:
+        buffer = bytearray(b"head:")
+        BytesSerializer().serialize_into(b"tail", buffer)
+        assert buffer == b"head:tail"
+
+    @pytest.mark.parametrize("obj", ["text", 1, None, [b"x"]])
+    def test_non_bytes_is_serialize_error(self, obj: Any) -> None:
+        with pytest.raises(SerializeError, match="sends bytes"):
+            BytesSerializer().serialize(obj)
+        with pytest.raises(SerializeError, match="sends bytes"):
+            BytesSerializer().serialize_into(obj, bytearray())
+
+    def test_redis_style_line_protocol(self) -> None:
+        protocol = StreamProtocol(BytesSerializer(), LineFramer(b"\r\n"))
+        decoder = protocol.decoder()
+        decoder.feed(b"PING\r\nPING\r\n")
+        assert list(decoder) == [b"PING", b"PING"]
+        assert protocol.encode(b"+PONG") == b"+PONG\r\n"
