@@ -200,8 +200,7 @@ class DispatchHandler(RequestResponseHandler[RequestT, ResponseT], Generic[Reque
     def _no_route_message(self, message_class: type) -> str:
         handled = ", ".join(sorted(target.__qualname__ for target in self._routes)) or "none"
         return (
-            f"no handler for {message_class.__qualname__} messages "
-            f"(this server handles: {handled})"
+            f"no handler for {message_class.__qualname__} messages (this server handles: {handled})"
         )
 
     async def on_bad_message(self, error: ProtocolError, client: Any) -> ResponseT | None:

@@ -79,8 +79,8 @@ class ThreadedHandler(
     Options can be given to the constructor or set as class attributes of a subclass
     (``max_workers = 8``). A subclass that defines ``__init__`` must call
     ``super().__init__(...)`` if it passes options; one that overrides :meth:`service_init`
-    must call ``await super().service_init(exit_stack, server)`` first. One handler object
-    serves one server at a time.
+    must call ``await super().service_init(exit_stack, server)`` before it uses
+    :attr:`portal` or :attr:`executor`. One handler object serves one server at a time.
 
     Args:
         max_workers: How many threads may run :meth:`respond` at once. Default: the class

@@ -248,14 +248,14 @@ class BytesSerializer(Serializer[bytes, bytes]):
 
     __slots__ = ()
 
-    def serialize(self, obj: bytes) -> bytes:
+    def serialize(self, obj: object) -> bytes:
         if isinstance(obj, bytes):
             return obj
         if isinstance(obj, bytearray | memoryview):
             return bytes(obj)
         raise SerializeError(f"BytesSerializer sends bytes, got {type(obj).__name__}")
 
-    def serialize_into(self, obj: bytes, buffer: bytearray) -> None:
+    def serialize_into(self, obj: object, buffer: bytearray) -> None:
         if not isinstance(obj, bytes | bytearray | memoryview):
             raise SerializeError(f"BytesSerializer sends bytes, got {type(obj).__name__}")
         buffer += obj
