@@ -34,6 +34,16 @@ from .framing import (
     StreamDecoder,
 )
 from .protocol import Converter, DatagramProtocol, StreamProtocol
+from .proxy import (
+    PP2Type,
+    ProxyHeader,
+    ProxyHeaderParser,
+    ProxyProtocolError,
+    TrustedProxies,
+    build_v1,
+    build_v2,
+    crc32c,
+)
 from .serializers import (
     BytesSerializer,
     CBORSerializer,
@@ -66,13 +76,21 @@ __all__ = [
     "LineFramer",
     "MsgPackSerializer",
     "NamedTupleSerializer",
+    "PP2Type",
     "PickleSerializer",
     "ProtocolError",
+    "ProxyHeader",
+    "ProxyHeaderParser",
+    "ProxyProtocolError",
     "SerializeError",
     "Serializer",
     "StreamDecoder",
     "StreamProtocol",
     "StringSerializer",
     "StructSerializer",
+    "TrustedProxies",
     "ZlibWrapper",
+    "build_v1",
+    "build_v2",
+    "crc32c",
 ]

@@ -1,9 +1,10 @@
 """Datagram server transport for asyncio and uvloop.
 
-Receiving uses ``loop.add_reader`` and non-blocking ``recvfrom`` calls, up to ``READ_BATCH``
-datagrams per wake-up: asyncio's own datagram transport reads one datagram per loop iteration,
-which caps a plain-asyncio UDP server at a fraction of what the socket can deliver; the batch
-bound keeps a flood from starving timers and other connections. Each datagram goes to its
+On plain asyncio, receiving uses ``loop.add_reader`` and non-blocking ``recvfrom`` calls, up
+to ``READ_BATCH`` datagrams per wake-up: asyncio's own datagram transport reads one datagram
+per loop iteration, which caps a plain-asyncio UDP server at a fraction of what the socket can
+deliver; the batch bound keeps a flood from starving timers and other connections. On uvloop,
+its own datagram transport already reads in batches, in C: we use it. Each datagram goes to its
 peer's client, and is handled inline when that client's task is parked (``_asyncio_driver``).
 
 Sending tries ``sendto`` at once; only when the socket buffer is full does the sender wait for
@@ -110,15 +111,31 @@ class AsyncIODatagramEndpoint:
         self.closed = False
         self._writable: asyncio.Future[None] | None = None
         self._reading = False
+        self._receiving = True
+        self._transport: asyncio.DatagramTransport | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        if self.backend.name == "uvloop":
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: _UVLoopDatagramProtocol(self), sock=self.sock
+            )
+            self._transport = transport
+            return
         self.loop.add_reader(self.sock.fileno(), self._on_readable)
         self._reading = True
 
     def stop_reading(self) -> None:
+        # uvloop's datagram transport cannot pause: from now on _dispatch drops what it reads.
+        self._receiving = False
         if self._reading:
             self._reading = False
             self.loop.remove_reader(self.sock.fileno())
+
+    def close(self) -> None:
+        self.stop_reading()
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
 
     def _on_readable(self) -> None:
         recvfrom = self.sock.recvfrom
@@ -134,6 +151,8 @@ class AsyncIODatagramEndpoint:
             self._dispatch(data, address)
 
     def _dispatch(self, data: bytes, address: Any) -> None:
+        if not self._receiving:
+            return
         client = self.clients.get(address)
         server = self.server
         if client is None:
@@ -170,6 +189,9 @@ class AsyncIODatagramEndpoint:
     async def send(self, data: bytes, address: Any) -> None:
         if self.closed:
             raise ClosedResourceError("the server's socket is closed")
+        if self._transport is not None:
+            self._transport.sendto(data, address)  # buffers (with flow control) when full
+            return
         while True:
             try:
                 self.sock.sendto(data, address)
@@ -193,6 +215,22 @@ class AsyncIODatagramEndpoint:
         await asyncio.shield(waiter)
 
 
+class _UVLoopDatagramProtocol(asyncio.DatagramProtocol):
+    """uvloop's transport calls this for each datagram, from its own batched C read loop."""
+
+    __slots__ = ("_dispatch",)
+
+    def __init__(self, endpoint: AsyncIODatagramEndpoint) -> None:
+        self._dispatch = endpoint._dispatch
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._dispatch(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # E.g. an ICMP error for one peer: it concerns that peer, not the server.
+        logger.debug("datagram socket error", error=str(exc))
+
+
 class AsyncIODatagramListener(_Listener):
     """Runs a datagram server's sockets and peers on an asyncio loop."""
 
@@ -212,7 +250,7 @@ class AsyncIODatagramListener(_Listener):
         grace = self.server._shutdown_timeout
         try:
             for endpoint in self.endpoints:
-                endpoint.start()
+                await endpoint.start()
             await stop.wait()
         except asyncio.CancelledError:
             grace = 0.0
@@ -222,8 +260,7 @@ class AsyncIODatagramListener(_Listener):
 
     async def aclose(self) -> None:
         for endpoint in self.endpoints:
-            endpoint.stop_reading()
-            endpoint.closed = True
+            endpoint.close()
 
     async def _stop(self, grace: float) -> None:
         for endpoint in self.endpoints:
@@ -241,4 +278,4 @@ class AsyncIODatagramListener(_Listener):
                     task.cancel()
                 await asyncio.wait(pending)
         for endpoint in self.endpoints:
-            endpoint.closed = True
+            endpoint.close()

@@ -28,7 +28,7 @@ _REQUEST_TIMEOUT: Final = object()
 _IDLE_TIMEOUT: Final = object()
 
 
-def _expire(waiter: asyncio.Future[object], marker: object) -> None:
+def _expire(waiter: asyncio.Future[object], marker: object) -> None:  # a timer callback
     if not waiter.done():
         waiter.set_result(marker)
 
@@ -40,7 +40,16 @@ class AsyncIODriver(ConnectionDriver):
     ``_cleanup``, and may override ``_process_batch`` and ``_before_wait``.
     """
 
-    __slots__ = ("_context", "_eof", "_loop", "_task", "_timer", "_waiter")
+    __slots__ = (
+        "_context",
+        "_eof",
+        "_idle_timer",
+        "_last_active",
+        "_loop",
+        "_task",
+        "_timer",
+        "_waiter",
+    )
 
     _idle_timeout: float | None
 
@@ -49,7 +58,9 @@ class AsyncIODriver(ConnectionDriver):
         self._task: asyncio.Task[None] | None = None
         self._context: contextvars.Context | None = None
         self._waiter: asyncio.Future[object] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the handler's RecvParams timeout
+        self._idle_timer: asyncio.TimerHandle | None = None  # checks _last_active, rarely re-armed
+        self._last_active = loop.time()  # idle time counts from accept, then from each batch
         self._eof = False
 
     def _start_task(self) -> asyncio.Task[None]:
@@ -105,6 +116,10 @@ class AsyncIODriver(ConnectionDriver):
         except Exception as exc:
             logger.error("connection failed", exc_info=exc)
         finally:
+            for timer in (self._timer, self._idle_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._timer = self._idle_timer = None
             await self._cleanup()
 
     def _deliver(self) -> None:
@@ -130,7 +145,9 @@ class AsyncIODriver(ConnectionDriver):
         elif self._should_stop() or self._eof or self._needs_task():
             self._wake()
         else:
-            self._arm_timer(waiter)
+            self._last_active = loop.time()
+            if self._timer is not None or self._params is not None:
+                self._arm_request_timer(waiter)
 
     def _needs_task(self) -> bool:
         """True if the task must run before waiting again (e.g. to drain writes)."""
@@ -143,9 +160,13 @@ class AsyncIODriver(ConnectionDriver):
         """
         if self._eof or self._should_stop():
             return None
-        waiter: asyncio.Future[object] = self._loop.create_future()
+        loop = self._loop
+        waiter: asyncio.Future[object] = loop.create_future()
         self._waiter = waiter
-        self._arm_timer(waiter)
+        self._last_active = loop.time()
+        self._arm_request_timer(waiter)
+        if self._idle_timeout is not None and self._idle_timer is None:
+            self._idle_timer = loop.call_later(self._idle_timeout, self._check_idle)
         try:
             return await waiter
         finally:
@@ -154,19 +175,29 @@ class AsyncIODriver(ConnectionDriver):
                 self._timer.cancel()
                 self._timer = None
 
-    def _arm_timer(self, waiter: asyncio.Future[object]) -> None:
-        """(Re)start the timer of the request timeout or idle timeout, whichever is sooner."""
+    def _arm_request_timer(self, waiter: asyncio.Future[object]) -> None:
+        """(Re)start the timer of the handler's ``RecvParams.timeout``, if it asked for one."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         params = self._params
-        timeout = params.timeout if params is not None else None
-        marker = _REQUEST_TIMEOUT
+        if params is not None and params.timeout is not None:
+            self._timer = self._loop.call_later(params.timeout, _expire, waiter, _REQUEST_TIMEOUT)
+
+    def _check_idle(self) -> None:
+        """The idle timer: close if parked and quiet for ``idle_timeout``, else check again later.
+
+        One timer per connection, re-armed only when it fires, instead of a new timer per
+        request: the activity time is a float updated per batch.
+        """
         idle = self._idle_timeout
-        if idle is not None and (timeout is None or idle < timeout):
-            timeout, marker = idle, _IDLE_TIMEOUT
-        if timeout is not None:
-            self._timer = self._loop.call_later(timeout, _expire, waiter, marker)
+        assert idle is not None
+        remaining = self._last_active + idle - self._loop.time()
+        if self._waiter is not None and remaining <= 0:
+            self._idle_timer = None
+            self._wake(_IDLE_TIMEOUT)
+            return
+        self._idle_timer = self._loop.call_later(max(remaining, 0.0) or idle, self._check_idle)
 
     def _wake(self, value: object = None) -> None:
         waiter = self._waiter

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import structlog
 
 from handlers.base import Address, SocketProxy, StreamClient
+from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
@@ -45,6 +46,9 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         "_drain_waiter",
         "_idle_timeout",
         "_listener",
+        "_peer_override",
+        "_proxy",
+        "_proxy_timer",
         "_reading_paused",
         "_transport",
         "_write_paused",
@@ -61,6 +65,9 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         self._drain_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
         self._reading_paused = False
+        self._proxy: ProxyHeaderParser | None = None  # waiting for a PROXY protocol header
+        self._proxy_timer: asyncio.TimerHandle | None = None
+        self._peer_override: Address | None = None  # the original client, from that header
 
     # -- asyncio.Protocol callbacks -----------------------------------------------------
 
@@ -72,9 +79,53 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
             self._lost = True
             transport.close()
             return
+        server = listener.server
+        if server._proxy_trusted is not None:
+            peer = transport.get_extra_info("peername")
+            if not server._proxy_trusted.is_trusted(peer):
+                listener.refuse_proxy("PROXY header from an untrusted peer", peer=str(peer))
+                transport.close()
+                return
+            self._proxy = ProxyHeaderParser(server._proxy_protocol or "auto")
+            self._proxy_timer = self._loop.call_later(
+                server._proxy_header_timeout, self._proxy_expired
+            )
+            return  # the task starts once the header is in
         listener.tasks.add(self._start_task())
 
+    def _proxy_received(self, data: bytes) -> None:
+        parser = self._proxy
+        assert parser is not None
+        assert self._transport is not None
+        try:
+            header = parser.feed(data)
+        except ProxyProtocolError as exc:
+            self._listener.refuse_proxy("invalid PROXY header", error=str(exc))
+            self._transport.close()
+            return
+        if header is None:
+            return
+        self._proxy = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        if not header.is_local and header.source is not None:
+            self._peer_override = normalize_address(header.source)
+        self._listener.tasks.add(self._start_task())
+        rest = parser.remaining()
+        if rest:
+            self.data_received(rest)
+
+    def _proxy_expired(self) -> None:
+        self._proxy_timer = None
+        self._listener.refuse_proxy("no PROXY header in time")
+        if self._transport is not None:
+            self._transport.close()
+
     def data_received(self, data: bytes) -> None:
+        if self._proxy is not None:
+            self._proxy_received(data)
+            return
         decoder = self._decoder
         if decoder.broken:
             return
@@ -98,6 +149,11 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         self._eof = True
         self._wake()
         self._wake_drain()
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        if self._task is None:  # closed before its task started (refused, no PROXY header)
+            self._listener.release(self)
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -135,6 +191,8 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
 
     @property
     def peer_address(self) -> Address:
+        if self._peer_override is not None:
+            return self._peer_override
         assert self._transport is not None
         return normalize_address(self._transport.get_extra_info("peername"))
 
@@ -231,6 +289,7 @@ class AsyncIOStreamListener(_Listener):
         self.tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
         self._refused = 0
+        self._proxy_refused = 0
 
     async def serve(self, stop: Event) -> None:
         grace = self.server._shutdown_timeout
@@ -276,6 +335,12 @@ class AsyncIOStreamListener(_Listener):
             return False
         self.connections.add(conn)
         return True
+
+    def refuse_proxy(self, reason: str, **details: Any) -> None:
+        """Log a connection refused by the PROXY protocol checks, at a bounded rate."""
+        self._proxy_refused += 1
+        if self._proxy_refused & (self._proxy_refused - 1) == 0:
+            logger.warning("closing connection: " + reason, refused=self._proxy_refused, **details)
 
     def release(self, conn: AsyncIOStreamConnection) -> None:
         self.connections.discard(conn)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import socket
 import ssl as _ssl
-from collections.abc import Sequence
-from typing import Any, Final, Generic, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from handlers.base import StreamRequestHandler
-from protocols import StreamProtocol
+from protocols import StreamProtocol, TrustedProxies
 from server_framework.backend import AsyncBackend
 
 from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
@@ -28,6 +28,10 @@ DEFAULT_MAX_CONNECTIONS: Final = 10_000
 DEFAULT_SSL_HANDSHAKE_TIMEOUT: Final = 10.0
 #: TLS close_notify exchange deadline on close.
 DEFAULT_SSL_SHUTDOWN_TIMEOUT: Final = 10.0
+#: Who may send a PROXY protocol header unless told otherwise: a load balancer on this host.
+DEFAULT_PROXY_ALLOW: Final = ("127.0.0.0/8", "::1/128", "unix")
+#: Deadline for the PROXY header after accept (the spec suggests at least 3 s).
+DEFAULT_PROXY_HEADER_TIMEOUT: Final = 5.0
 
 
 def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
@@ -54,6 +58,9 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+        proxy_protocol: Literal["v1", "v2", "auto"] | None = None,
+        proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW,
+        proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
     ) -> None:
         if not isinstance(protocol, StreamProtocol):
             raise TypeError(f"expected a StreamProtocol, got {protocol!r}")
@@ -64,6 +71,16 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         _check_positive("idle_timeout", idle_timeout)
         _check_positive("ssl_handshake_timeout", ssl_handshake_timeout, allow_none=False)
         _check_positive("ssl_shutdown_timeout", ssl_shutdown_timeout, allow_none=False)
+        _check_positive("proxy_header_timeout", proxy_header_timeout, allow_none=False)
+        if proxy_protocol not in (None, "v1", "v2", "auto"):
+            raise ValueError(
+                f"proxy_protocol must be 'v1', 'v2', 'auto' or None, got {proxy_protocol!r}"
+            )
+        if proxy_protocol is not None and ssl is not None:
+            raise ValueError(
+                "the PROXY protocol with ssl= is not supported yet: terminate TLS at the load "
+                "balancer, or run TLS without the PROXY protocol"
+            )
         super().__init__(handler, shutdown_timeout=shutdown_timeout)
         self._protocol = protocol
         self._handler: StreamRequestHandler[RequestT, ResponseT] = handler
@@ -73,6 +90,10 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         self._idle_timeout = idle_timeout
         self._ssl_handshake_timeout = ssl_handshake_timeout
         self._ssl_shutdown_timeout = ssl_shutdown_timeout
+        self._proxy_protocol = proxy_protocol
+        # One place decides who may send a PROXY header: checked on every accepted connection.
+        self._proxy_trusted = TrustedProxies(proxy_allow) if proxy_protocol is not None else None
+        self._proxy_header_timeout = proxy_header_timeout
 
     @classmethod
     def from_sockets(
@@ -144,6 +165,14 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         shutdown_timeout: Grace period of :meth:`shutdown` for requests in progress.
         ssl_handshake_timeout: Seconds allowed for a TLS handshake.
         ssl_shutdown_timeout: Seconds allowed for the TLS close exchange.
+        proxy_protocol: Expect a PROXY protocol header (HAProxy's spec) first on every
+            connection: ``"v1"`` (text), ``"v2"`` (binary) or ``"auto"`` (either). The
+            handler's ``client.peer_address`` is then the original client's. Connections from
+            peers outside ``proxy_allow``, with a malformed header, or without one within
+            ``proxy_header_timeout`` seconds are closed and logged. Not with ``ssl=`` (yet).
+        proxy_allow: Addresses allowed to send the header: CIDRs, and ``"unix"`` for Unix
+            peers (default: loopback and Unix, i.e. a load balancer on this host).
+        proxy_header_timeout: Seconds allowed for the header to arrive (default 5).
 
     Example::
 
@@ -168,6 +197,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+        proxy_protocol: Literal["v1", "v2", "auto"] | None = None,
+        proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW,
+        proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
     ) -> None:
         super().__init__(
             protocol,
@@ -179,6 +211,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             shutdown_timeout=shutdown_timeout,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
+            proxy_protocol=proxy_protocol,
+            proxy_allow=proxy_allow,
+            proxy_header_timeout=proxy_header_timeout,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
@@ -205,7 +240,7 @@ class AsyncUnixStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
         protocol: How messages are framed and serialized.
         handler: The request handler.
         mode: Permission bits for the socket file (e.g. ``0o660``), or None for the umask's.
-        **options: ``ssl``, ``backlog``, ``max_connections``, ``idle_timeout``,
+        **options: ``ssl``, ``backlog``, ``max_connections``, ``idle_timeout``, ``proxy_*``,
             ``shutdown_timeout``, ``ssl_handshake_timeout``, ``ssl_shutdown_timeout``.
     """
 

@@ -28,6 +28,7 @@ import structlog
 import trio
 
 from handlers.base import Address, SocketProxy, StreamClient
+from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
@@ -128,6 +129,11 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         listener = self._listener
         try:
             with trio.CancelScope() as self._scope:
+                if (
+                    listener.server._proxy_trusted is not None
+                    and not await self._read_proxy_header()
+                ):
+                    return
                 _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
                 if listener.ssl is not None and not await self._handshake(listener.ssl):
                     return
@@ -165,6 +171,39 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 # Handle the frames already received (a half-closed peer still reads our
                 # replies), start nothing new; a partial frame at EOF is dropped.
                 self._stopping = True
+
+    async def _read_proxy_header(self) -> bool:
+        """Read the PROXY protocol header; False (after logging why) if we must close."""
+        listener = self._listener
+        server = listener.server
+        trusted = server._proxy_trusted
+        assert trusted is not None
+        if not trusted.is_trusted(self._sock.getpeername() if self._peer == "" else self._peer):
+            listener.refuse_proxy("PROXY header from an untrusted peer", peer=str(self._peer))
+            return False
+        parser = ProxyHeaderParser(server._proxy_protocol or "auto")
+        header = None
+        with trio.move_on_after(server._proxy_header_timeout):
+            try:
+                while header is None:
+                    data = await self._sock.recv(RECEIVE_SIZE)
+                    if not data:
+                        return False
+                    header = parser.feed(data)
+            except ProxyProtocolError as exc:
+                listener.refuse_proxy("invalid PROXY header", error=str(exc))
+                return False
+            except OSError:
+                return False
+        if header is None:
+            listener.refuse_proxy("no PROXY header in time")
+            return False
+        if not header.is_local and header.source is not None:
+            self._peer = normalize_address(header.source)
+        rest = parser.remaining()
+        if rest:
+            self._decoder.feed(rest)
+        return True
 
     async def _handshake(self, context: _ssl.SSLContext) -> bool:
         stream = self._tls = trio.SSLStream(
@@ -280,9 +319,16 @@ class TrioStreamListener(_Listener):
         self.sockets = [trio.socket.from_stdlib_socket(sock) for sock in sockets]
         self.connections: set[TrioStreamConnection] = set()
         self._refused = 0
+        self._proxy_refused = 0
         self._accept_errors = 0
         self._draining = False
         self._drained = trio.Event()  # set when the last connection ends during a drain
+
+    def refuse_proxy(self, reason: str, **details: Any) -> None:
+        """Log a connection refused by the PROXY protocol checks, at a bounded rate."""
+        self._proxy_refused += 1
+        if self._proxy_refused & (self._proxy_refused - 1) == 0:
+            logger.warning("closing connection: " + reason, refused=self._proxy_refused, **details)
 
     def release(self, conn: TrioStreamConnection) -> None:
         """Forget a connection that ended."""

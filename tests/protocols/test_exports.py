@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 import protocols
-from protocols import exceptions, framing, protocol, serializers, wrappers
+from protocols import exceptions, framing, protocol, proxy, serializers, wrappers
 
-SUBMODULES = [exceptions, framing, protocol, serializers, wrappers]
+SUBMODULES = [exceptions, framing, protocol, proxy, serializers, wrappers]
 
 
 def test_every_name_in_all_exists() -> None:
@@ -61,6 +61,8 @@ def test_export_is_documented(name: str) -> None:
         return
     assert obj.__doc__
     assert obj.__doc__.strip()
+    if inspect.isfunction(obj):
+        return
     undocumented = [
         qualname for qualname, member in own_public_callables(obj) if not inspect.getdoc(member)
     ]
