@@ -178,13 +178,14 @@ class DispatchHandler(RequestResponseHandler[RequestT, ResponseT], Generic[Reque
         costs a dict lookup and no coroutine of its own. A message with no route is answered
         with ``error_response(...)``.
         """
+        # Nothing here may raise: the server expects a coroutine, and errors from it.
         cls = type(request)
         try:
             route = self._route_cache[cls]
         except KeyError:
             route = self._resolve(cls)
         if route is None:
-            return _ready(self.error_response(self._no_route_message(cls)))
+            return self._reply_unrouted(cls)
         coro: Coroutine[Any, Any, ResponseT | None] = route(self, request, client)
         return coro
 
@@ -197,9 +198,9 @@ class DispatchHandler(RequestResponseHandler[RequestT, ResponseT], Generic[Reque
         cls._route_cache[message_class] = route
         return route
 
-    def _no_route_message(self, message_class: type) -> str:
+    async def _reply_unrouted(self, message_class: type) -> Any:
         handled = ", ".join(sorted(target.__qualname__ for target in self._routes)) or "none"
-        return (
+        return self.error_response(
             f"no handler for {message_class.__qualname__} messages (this server handles: {handled})"
         )
 
@@ -237,8 +238,3 @@ class DispatchHandler(RequestResponseHandler[RequestT, ResponseT], Generic[Reque
             return an object it can encode (e.g. an ``Error`` Struct of your protocol).
         """
         return {"error": message}
-
-
-async def _ready(value: Any) -> Any:
-    """A coroutine that returns ``value`` at once (``respond`` must return a coroutine)."""
-    return value

@@ -99,8 +99,10 @@ class ThreadedHandler(
             max_workers = 8
 
             def respond(self, request: str, client: Any) -> dict[str, Any] | None:
-                with sqlite3.connect(DB_PATH) as db:  # blocking: fine, we are in a thread
-                    row = db.execute("SELECT name FROM users WHERE id = ?", (request,)).fetchone()
+                # Blocking calls are fine here: this runs in one of the pool's threads.
+                with contextlib.closing(sqlite3.connect(DB_PATH)) as db:
+                    query = "SELECT name FROM users WHERE id = ?"
+                    row = db.execute(query, (request,)).fetchone()
                 return {"name": row[0]} if row else {"error": "no such user"}
     """
 

@@ -178,6 +178,15 @@ class JSONSerializer(_MsgspecSerializer[T]):
         enc_hook: Callable[[Any], Any] | None = ...,
         dec_hook: Callable[[type, Any], Any] | None = ...,
     ) -> None: ...
+    @overload
+    def __init__(
+        self: JSONSerializer[Any],
+        type: Any,
+        *,
+        strict: bool = ...,
+        enc_hook: Callable[[Any], Any] | None = ...,
+        dec_hook: Callable[[type, Any], Any] | None = ...,
+    ) -> None: ...
     def __init__(
         self,
         type: Any = Any,
@@ -214,6 +223,15 @@ class MsgPackSerializer(_MsgspecSerializer[T]):
     def __init__(
         self,
         type: type[T],
+        *,
+        strict: bool = ...,
+        enc_hook: Callable[[Any], Any] | None = ...,
+        dec_hook: Callable[[type, Any], Any] | None = ...,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: MsgPackSerializer[Any],
+        type: Any,
         *,
         strict: bool = ...,
         enc_hook: Callable[[Any], Any] | None = ...,

@@ -234,29 +234,39 @@ class ConnectionDriver:
             except StopIteration:
                 return None
             except ProtocolError as exc:
-                coro = self._handler.on_bad_message(exc, self)
+                error: ProtocolError | None = exc
             else:
-                coro = respond(request, self)
+                error = None
             try:
+                if error is None:
+                    coro = respond(request, self)
+                else:
+                    coro = self._handler.on_bad_message(error, self)
                 yielded = coro.send(None)
             except StopIteration as stop:
                 if stop.value is not None:
-                    coro = send(stop.value)
-                    try:
-                        yielded = coro.send(None)
-                    except StopIteration:
-                        pass
-                    except Exception as exc:
-                        self._on_error(exc)
-                    else:
-                        return (coro, yielded, _SEND)
-            except Exception as exc:
+                    blocked = self._send_response(send, stop.value)
+                    if blocked is not None:
+                        return blocked
+            except Exception as exc:  # raised by respond(), or by a respond() that is not async
                 self._on_error(exc)
             else:
                 return (coro, yielded, _RESPOND)
             if decoder.broken:
                 self._on_framing_error()
         return None
+
+    def _send_response(self, send: Any, response: Any) -> Blocked | None:
+        """Send ``respond()``'s result; the blocked send if it has to wait."""
+        try:
+            coro = send(response)
+            yielded = coro.send(None)
+        except StopIteration:
+            return None
+        except Exception as exc:
+            self._on_error(exc)
+            return None
+        return (coro, yielded, _SEND)
 
     async def _finish_blocked(self, blocked: Blocked) -> None:
         """Await a step that blocked during :meth:`_process`, then record its outcome."""

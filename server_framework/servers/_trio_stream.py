@@ -154,11 +154,17 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 blocked = self._process()
             finally:
                 self._out = None
-            if out:
-                await self._send_batch(out)
             if blocked is not None:
+                if out:
+                    # Nothing may be awaited between a step's suspension and its resumption:
+                    # the suspended coroutine's cancel scopes are on this task's stack. So the
+                    # replies already produced go out from a helper task, ahead of any later
+                    # send (the send slot is taken now, synchronously).
+                    self._send_in_background(out)
                 await self._finish_blocked(blocked)
                 continue
+            if out:
+                await self._send_batch(out)
             if self._should_stop():
                 return
             woke = await self._wait_data()
@@ -257,6 +263,23 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         if self._parked and self._scope is not None:
             self._scope.cancel()
 
+    def _send_in_background(self, data: bytearray) -> None:
+        nursery = self._listener.nursery
+        assert nursery is not None
+        assert not self._sending  # batches are produced only by this task, between its sends
+        self._sending = True
+        nursery.start_soon(self._background_send, data)
+
+    async def _background_send(self, data: bytearray) -> None:
+        try:
+            await self._send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+            self._lost = True
+        finally:
+            self._sending = False
+            if self._send_lot is not None:
+                self._send_lot.unpark()
+
     async def _send_batch(self, data: bytearray) -> None:
         try:
             await self._send(data)
@@ -323,6 +346,7 @@ class TrioStreamListener(_Listener):
         self._accept_errors = 0
         self._draining = False
         self._drained = trio.Event()  # set when the last connection ends during a drain
+        self.nursery: trio.Nursery | None = None  # where connection tasks (and helpers) run
 
     def refuse_proxy(self, reason: str, **details: Any) -> None:
         """Log a connection refused by the PROXY protocol checks, at a bounded rate."""
@@ -339,6 +363,7 @@ class TrioStreamListener(_Listener):
     async def serve(self, stop: Event) -> None:
         grace = self.server._shutdown_timeout
         async with trio.open_nursery() as connections:
+            self.nursery = connections
             try:
                 async with trio.open_nursery() as acceptors:
                     for sock in self.sockets:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+import threading
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -14,7 +16,7 @@ from handler_helpers import exchange, load_example, make_server, open_client
 from handlers import RequestResponseHandler
 from protocols import DeserializeError, JSONSerializer, ProtocolError
 
-from server_helpers import in_thread, serving
+from server_helpers import LineClient, in_thread, serving
 
 
 @pytest.fixture(params=["tcp", "udp"])
@@ -195,3 +197,51 @@ async def test_example(backend_name: str, transport: str) -> None:
     assert replies[1] == {"error": "values must not be empty"}
     assert "Expected `array`, got `str` - at `$.values`" in replies[2]["error"]
     assert "missing required field `values`" in replies[3]["error"]
+
+
+class BigThenSleep(RequestResponseHandler[Any, Any]):
+    """A big reply, answered at once; then a request whose respond() sleeps."""
+
+    def __init__(self) -> None:
+        self.slept = threading.Event()  # set once the sleep is over, or the connection ended
+
+    async def respond(self, request: Any, client: Any) -> Any:
+        if request == "big":
+            return "x" * BIG_REPLY
+        await client.backend().sleep(0.05)
+        self.slept.set()
+        return "slept"
+
+    async def on_disconnection(self, client: Any) -> None:
+        self.slept.set()
+
+
+#: Larger than what the kernel buffers between a server and a client with a small SO_RCVBUF.
+BIG_REPLY = 16 * 1024 * 1024
+WAIT = 10.0
+
+
+async def test_blocking_respond_while_a_big_reply_is_being_sent(
+    backend_name: str, request: pytest.FixtureRequest
+) -> None:
+    """A respond() that sleeps while the server still sends an earlier reply of the batch.
+
+    The first reply is too big for the socket buffers and the peer reads only once the second
+    request's sleep is over, so the server is still sending when that sleep's deadline comes.
+    """
+    handler = BigThenSleep()
+
+    def talk(address: Any) -> tuple[int, Any]:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.settimeout(WAIT)
+        sock.connect(address)
+        with contextlib.closing(LineClient(sock)) as client:
+            client.send("big", "sleep")
+            assert handler.slept.wait(WAIT)  # only now start reading
+            big = client.recv()
+            return len(big), client.recv()
+
+    async with serving(make_server("tcp", handler)) as server:
+        replies = await in_thread(talk, server.get_addresses()[0])
+    assert replies == (BIG_REPLY, "slept")
