@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint clean bench-micro
+.PHONY: install test lint clean bench-micro docs
 
 install: $(STAMP)
 
@@ -30,6 +30,50 @@ bench-micro: $(STAMP)
 	$(BIN)/python -m pytest benchmarks/micro -q -p no:randomly --benchmark-only \
 		--benchmark-columns=min,median,ops --benchmark-sort=name $(PYTEST_ARGS)
 
+# `make docs`: the Sphinx site in docs/_build/html; any warning fails the build.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis .benchmarks docs/_build
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# `make bench`: the benchmark suite (benchmarks/README.md). Its own stamp installs the bench
+# extra once (again only when pyproject.toml changes); the C load generators come from Debian
+# when they are missing and we are root, else the suite's own generator stands in.
+# BENCH_ARGS passes options, e.g. make bench BENCH_ARGS="--quick".
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@missing=""; \
+	command -v redis-benchmark >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	command -v dnsperf >/dev/null 2>&1 || missing="$$missing dnsperf"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make bench: installing$$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && \
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1; } || \
+		echo "make bench: could not install$$missing; the suite's own generator stands in"; \
+	fi
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# `make serve`: the demo, an echo server speaking JSON lines on TCP and JSON datagrams on UDP,
+# on $(HOST):$(PORT) (e.g. make serve PORT=9100; HOST=[::1] for IPv6). SERVE_ARGS passes more
+# options, e.g. make serve SERVE_ARGS="--workers 2 --log-level debug". Ctrl-C stops it.
+HOST ?= 127.0.0.1
+PORT ?= 9000
+SERVE_ARGS ?=
+
+.PHONY: serve
+
+serve: $(STAMP)
+	@echo "echo server on tcp+udp $(HOST):$(PORT) - try: echo '{\"hello\": 1}' | nc -q1 $(HOST) $(PORT)   (UDP: nc -u -w1 $(HOST) $(PORT))"
+	@exec $(BIN)/python -m server_framework serve server_framework.demo:EchoHandler \
+		--tcp $(HOST):$(PORT) --udp $(HOST):$(PORT) --protocol json $(SERVE_ARGS)

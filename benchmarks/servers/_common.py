@@ -1,0 +1,40 @@
+"""What every server module shares: its command line, its ready line, its bounded lifetime."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import resource
+import signal
+import sys
+
+
+def parse_args(
+    description: str, modes: tuple[str, ...], **extra: tuple[str, ...]
+) -> argparse.Namespace:
+    """Parse ``--host --port --workload --max-seconds`` (and ``--NAME`` choices from ``extra``).
+
+    Also raises the open-file limit (1,000 idle connections need more than 1,024 descriptors
+    with some limits) and arms an alarm that ends the process after ``--max-seconds``, so that
+    a server forgotten by a crashed runner does not live on.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--workload", choices=modes, default=modes[0], help="wire format")
+    parser.add_argument("--max-seconds", type=int, default=3600, help="exit after this long")
+    for name, choices in extra.items():
+        parser.add_argument(f"--{name}", choices=choices, default=choices[0])
+    args = parser.parse_args()
+    if not ipaddress.ip_address(args.host).is_loopback:
+        parser.error("benchmark servers bind loopback addresses only")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    signal.alarm(args.max_seconds)  # SIGALRM's default action ends the process
+    return args
+
+
+def ready(port: int) -> None:
+    """Tell the runner that the server accepts, and on which port."""
+    sys.stdout.write(f"READY {port}\n")
+    sys.stdout.flush()
