@@ -418,26 +418,24 @@ class _AsyncIOThreadsPortal(ThreadsPortal):
             coro = call.context.run(call.fn, *call.args, **call.kwargs)
             task = self._loop.create_task(coro, context=call.context)
         except BaseException as exc:  # coro_fn is not a coroutine function, for example
-            if future.set_running_or_notify_cancel():
-                future.set_exception(exc)
+            call.set_exception(exc)
             self._call_finished()
             return
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._task_done, future))
+        task.add_done_callback(functools.partial(self._task_done, call))
         if call.cancellable:
             future.add_done_callback(functools.partial(self._future_done, task))
 
-    def _task_done(self, future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+    def _task_done(self, call: PortalCall[Any], task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if task.cancelled():
-            future.cancel()
+            call.future.cancel()
         else:
             exc = task.exception()  # also marks it retrieved: asyncio will not log it
-            if future.set_running_or_notify_cancel():
-                if exc is None:
-                    future.set_result(task.result())
-                else:
-                    future.set_exception(exc)
+            if exc is None:
+                call.set_result(task.result())
+            else:
+                call.set_exception(exc)
         self._call_finished()
 
     def _future_done(self, task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:

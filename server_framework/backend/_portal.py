@@ -6,9 +6,10 @@ schedule a callback from another thread, how to start a task, how to cancel ever
 how to open/close its task container (a nursery on trio, a set of tasks on asyncio).
 
 Every call from a thread is *accepted* under a lock, which checks that the portal is open and
-counts the call as outstanding; the count drops, in the loop thread, when the call has finished
-(or was cancelled before it started). Exiting the portal first stops accepting (under the same
-lock), then waits until the count is zero. So a call that races with the exit either gets a
+counts the call; the loop thread counts, without a lock since only it writes that count, the
+calls that have finished (or were cancelled before they started). Exiting the portal first
+stops accepting (under the same lock, so the accepted count is final), then waits until both
+counts are equal. So a call that races with the exit either gets a
 `RuntimeError` at once or is accepted and then always reaches an end: it runs, or, if the exit
 comes from an exception or a cancellation, its future ends cancelled. No caller can hang on a
 future that nobody will resolve, and no task outlives the ``async with``.
@@ -65,6 +66,25 @@ class PortalCall(Generic[_T]):
         self.future: Future[_T] = Future()
         self.cancellable = cancellable
 
+    def claim(self) -> bool:
+        """Mark the future running; return False if its thread has cancelled it already.
+
+        Only a cancellable future may have been cancelled by its thread (the portal cancels
+        the others itself, and then does not run them), so the others skip the future's lock:
+        every lock taken in the loop thread shows in the round trip (most on uvloop).
+        """
+        return not self.cancellable or self.future.set_running_or_notify_cancel()
+
+    def set_result(self, result: _T) -> None:
+        """Store a task's result in the future, unless its thread cancelled it meanwhile."""
+        if self.claim():
+            self.future.set_result(result)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Store a task's exception in the future, unless its thread cancelled it meanwhile."""
+        if self.claim():
+            self.future.set_exception(exc)
+
 
 class ThreadsPortal(ABC):
     """A way back into the event loop for code running in other threads.
@@ -100,17 +120,27 @@ class ThreadsPortal(ABC):
         for them to unwind, then re-raises the cancellation.
     """
 
-    __slots__ = ("_cancelling", "_drained", "_lock", "_loop_thread", "_outstanding", "_state")
+    __slots__ = (
+        "_accepted",
+        "_cancelling",
+        "_drained",
+        "_finished",
+        "_lock",
+        "_loop_thread",
+        "_state",
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._state = _State.NEW
         self._loop_thread: int | None = None
-        # Accepted calls that have not finished yet; changed only under ``_lock``.
-        self._outstanding = 0
+        # Calls accepted (written under ``_lock``, by any thread) and calls finished (written by
+        # the loop thread only); ``_accepted`` stops changing once the state leaves OPEN.
+        self._accepted = 0
+        self._finished = 0
         # Set in the loop thread when calls must end cancelled instead of starting.
         self._cancelling = False
-        # Set when ``_outstanding`` reaches zero while closing; created at ``__aenter__``.
+        # Set when every accepted call has finished, while closing; created at ``__aenter__``.
         self._drained: Event | None = None
 
     # ------------------------------------------------------------------ thread side
@@ -160,7 +190,9 @@ class ThreadsPortal(ABC):
                 call could run.
             Exception: Whatever ``fn`` raises.
         """
-        return self.run_sync_soon(fn, *args, **kwargs).result()
+        call: PortalCall[_T] = PortalCall(fn, args, kwargs, cancellable=False)
+        self._submit(self._run_sync_call, call)
+        return call.future.result()
 
     def run_coroutine_soon(
         self, coro_fn: Callable[_P, Coroutine[Any, Any, _T]], /, *args: _P.args, **kwargs: _P.kwargs
@@ -213,13 +245,13 @@ class ThreadsPortal(ABC):
         with self._lock:
             if self._state is not _State.OPEN:
                 raise RuntimeError(self._not_open_message())
-            self._outstanding += 1
+            self._accepted += 1
         try:
             self._call_soon_threadsafe(callback, call)
         except BaseException:
             # The loop is gone (it cannot run the callback); nobody waits for this call.
             with self._lock:
-                self._outstanding -= 1
+                self._accepted -= 1
             raise
 
     def _not_open_message(self) -> str:
@@ -244,7 +276,7 @@ class ThreadsPortal(ABC):
         """Refuse new calls from now on; return True if no accepted call is outstanding."""
         with self._lock:
             self._state = _State.CLOSING
-            return self._outstanding == 0
+            return self._finished == self._accepted
 
     def _close(self) -> None:
         with self._lock:
@@ -252,20 +284,21 @@ class ThreadsPortal(ABC):
 
     def _call_finished(self) -> None:
         """Account for one accepted call that has ended (in the loop thread)."""
-        with self._lock:
-            self._outstanding -= 1
-            drained = self._outstanding == 0 and self._state is _State.CLOSING
-        if drained and self._drained is not None:
+        # No lock: the exit runs in this same thread, and sets CLOSING (after which
+        # ``_accepted`` is final) before it reads the counts.
+        self._finished += 1
+        if self._state is _State.CLOSING and self._finished == self._accepted:
+            assert self._drained is not None
             self._drained.set()
 
     def _run_sync_call(self, call: PortalCall[Any]) -> None:
-        # Scheduled by `run_sync_soon`; runs in the loop thread and must never raise (on trio an
+        # Scheduled by `run_sync[_soon]`; runs in the loop thread and must never raise (on trio an
         # exception in such a callback would crash the run).
         future = call.future
         try:
             if self._cancelling:
                 future.cancel()
-            elif future.set_running_or_notify_cancel():
+            elif call.claim():  # from here on, the thread can no longer cancel it
                 try:
                     result = call.context.run(call.fn, *call.args, **call.kwargs)
                 except BaseException as exc:

@@ -279,8 +279,7 @@ class _TrioThreadsPortal(ThreadsPortal):
             # trio gives a new task a copy of the current context: the calling thread's.
             call.context.run(self._spawn, call, scope)
         except BaseException as exc:
-            if future.set_running_or_notify_cancel():
-                future.set_exception(exc)
+            call.set_exception(exc)
             self._call_finished()
             return
         if scope is not None:
@@ -301,15 +300,15 @@ class _TrioThreadsPortal(ThreadsPortal):
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 future.cancel()
-            elif future.set_running_or_notify_cancel():
-                future.set_exception(exc)
+            else:
+                call.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise  # cancellation, KeyboardInterrupt: let trio handle them
         else:
             if scope is not None and scope.cancelled_caught:  # the thread cancelled the future
                 future.cancel()
-            elif future.set_running_or_notify_cancel():
-                future.set_result(result)
+            else:
+                call.set_result(result)
         finally:
             self._call_finished()
 
