@@ -59,6 +59,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         "_listener",
         "_parked",
         "_peer",
+        "_raw",
         "_receive",
         "_scope",
         "_send_all",
@@ -68,14 +69,13 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         "_tls",
     )
 
-    def __init__(
-        self, listener: TrioStreamListener, sock: trio.socket.SocketType, peer: Any
-    ) -> None:
+    def __init__(self, listener: TrioStreamListener, raw: socket.socket, peer: Any) -> None:
         server = listener.server
         protocol = server._protocol
         super().__init__(server, server._handler, protocol, protocol.decoder(), next(_conn_ids))
         self._listener = listener
-        self._sock = sock
+        self._raw = raw  # the stdlib socket, for sends that succeed at once (no scheduler trip)
+        sock = self._sock = trio.socket.from_stdlib_socket(raw)
         self._peer = normalize_address(peer)  # as accept() reported it: stable after a reset
         self._tls: trio.SSLStream[trio.SocketStream] | None = None
         self._receive: Callable[[int], Awaitable[bytes | bytearray]] = sock.recv
@@ -304,10 +304,18 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 self._send_lot.unpark()
 
     async def _sock_send_all(self, data: bytes | bytearray) -> None:
+        # Try the plain non-blocking send first: a trio socket's send() yields to the scheduler
+        # even when the kernel takes everything at once, which is one extra trip per read. The
+        # connection task still yields once per read, in recv().
+        try:
+            sent = self._raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        total = len(data)
+        if sent == total:
+            return
         sock = self._sock
         with memoryview(data) as view:
-            total = len(view)
-            sent = await sock.send(view)
             while sent < total:
                 sent += await sock.send(view[sent:])
 
@@ -339,7 +347,7 @@ class TrioStreamListener(_Listener):
         self.server = server
         self.backend = backend
         self.ssl = ssl_context
-        self.sockets = [trio.socket.from_stdlib_socket(sock) for sock in sockets]
+        self.sockets = sockets
         self.connections: set[TrioStreamConnection] = set()
         self._refused = 0
         self._proxy_refused = 0
@@ -394,11 +402,14 @@ class TrioStreamListener(_Listener):
             )
         nursery.cancel_scope.cancel()
 
-    async def _accept_loop(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+    async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         server = self.server
         while True:
             try:
-                conn_sock, peer = await sock.accept()
+                conn_sock, peer = sock.accept()
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
@@ -419,7 +430,11 @@ class TrioStreamListener(_Listener):
                         refused=self._refused,
                     )
                 continue
+            conn_sock.setblocking(False)
+            if conn_sock.family != socket.AF_UNIX:
+                conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = TrioStreamConnection(self, conn_sock, peer)
             self.connections.add(conn)
             nursery.start_soon(conn.run)
             del conn  # this frame waits in accept() next: hold no finished connection alive
+            await trio.lowlevel.checkpoint()  # a connection flood must not starve the others
