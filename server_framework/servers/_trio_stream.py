@@ -273,7 +273,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     async def _background_send(self, data: bytearray) -> None:
         try:
             await self._send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self._lost = True
         finally:
             self._sending = False
@@ -295,7 +295,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         self._sending = True
         try:
             await self._send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._lost = True
             raise self._closed_error() from exc
         finally:
@@ -327,6 +327,13 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     async def _cleanup(self) -> None:
         await self._close_generator()
         await self._notify_disconnection()
+        # Replies still being sent by a helper task go out before the socket closes.
+        with trio.move_on_after(self._listener.server._ssl_shutdown_timeout):
+            while self._sending:
+                lot = self._send_lot
+                if lot is None:
+                    lot = self._send_lot = trio.lowlevel.ParkingLot()
+                await lot.park()
         if self._tls is not None:
             with trio.move_on_after(self._listener.server._ssl_shutdown_timeout):
                 await self._tls.aclose()

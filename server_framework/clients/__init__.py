@@ -1,0 +1,45 @@
+"""Clients for server_framework's servers (or any server speaking the same protocol).
+
+Blocking clients, for scripts, tests and threads (one client may be shared by threads):
+:class:`TCPClient` (TLS with ``ssl=``), :class:`UnixStreamClient`, :class:`UDPClient`,
+:class:`UnixDatagramClient`. They connect in their constructor::
+
+    with TCPClient(("localhost", 9000), StreamProtocol(JSONSerializer())) as client:
+        client.send_packet({"hello": "world"})
+        reply = client.recv_packet(timeout=5)
+
+Async clients, on asyncio, uvloop or trio (whichever runs them): :class:`AsyncTCPClient`,
+:class:`AsyncUnixStreamClient`, :class:`AsyncUDPClient`, :class:`AsyncUnixDatagramClient`.
+They connect on ``async with`` (or ``await client.connect()``)::
+
+    async with AsyncTCPClient(("localhost", 9000), protocol) as client:
+        await client.send_packet({"hello": "world"})
+        reply = await client.recv_packet(timeout=5)
+
+A client's protocol is the server's seen from the other side: it encodes requests and decodes
+responses (``StreamProtocol[Request, Response]`` where the server has
+``StreamProtocol[Response, Request]``).
+
+Errors: a timeout is :class:`TimeoutError`; a connection the server closed or broke is
+:class:`ConnectionError`; a client this program closed raises
+:class:`~server_framework.exceptions.ClosedResourceError`; a bad message from the server raises
+its :class:`~protocols.ProtocolError` (after a ``DeserializeError`` the client is still usable,
+after a ``FramingError`` it is not).
+"""
+
+from ._async_datagram import AsyncUDPClient, AsyncUnixDatagramClient
+from ._async_stream import AsyncTCPClient, AsyncUnixStreamClient
+from ._common import DEFAULT_CONNECT_TIMEOUT
+from ._sync import TCPClient, UDPClient, UnixDatagramClient, UnixStreamClient
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "AsyncTCPClient",
+    "AsyncUDPClient",
+    "AsyncUnixDatagramClient",
+    "AsyncUnixStreamClient",
+    "TCPClient",
+    "UDPClient",
+    "UnixDatagramClient",
+    "UnixStreamClient",
+]

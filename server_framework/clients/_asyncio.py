@@ -1,0 +1,341 @@
+"""Client transports for asyncio and uvloop (imported only when one of them runs the client).
+
+Streams: an ``asyncio.Protocol`` per connection, the pattern of uvicorn: ``data_received``
+feeds the client's decoder directly and wakes the task waiting in ``receive``, if any.
+``send_all`` is one ``transport.write``, which sends at once when the socket has room; a sender
+waits only after ``pause_writing`` (the transport's buffer is over its high-water mark). Reading
+pauses while more than ``READ_HIGH_WATER`` bytes wait undecoded with nobody receiving (a client
+that sends without reading the answers), and resumes as soon as a receiver asks for more.
+
+Datagrams: the non-blocking socket itself, as the servers do: ``recv``/``send`` at once, and
+``add_reader``/``add_writer`` only when they would block (asyncio's own datagram transport
+would buffer sends without bound, and needs a protocol object for one socket we already have).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl as _ssl
+from typing import Any, Final, cast
+
+from protocols import StreamDecoder
+
+from ._async_base import Connector, DatagramTransport, StreamTransport
+from ._common import (
+    MAX_DATAGRAM_SIZE,
+    closed_error,
+    connection_lost_error,
+    peer_closed_error,
+)
+
+__all__ = ["CONNECTOR", "AsyncIOConnector", "AsyncIODatagramTransport", "AsyncIOStreamTransport"]
+
+#: Pause reading while this many received bytes wait undecoded and no task receives; resume
+#: when one does. The servers' bound, and asyncio's default write high-water mark.
+READ_HIGH_WATER: Final = 64 * 1024
+#: Seconds ``aclose`` lets a graceful close take (buffered data flushed, TLS ``close_notify``
+#: exchanged) before it aborts the connection: the servers' default TLS shutdown timeout.
+CLOSE_TIMEOUT: Final = 10.0
+
+
+class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
+    """One stream connection: the asyncio protocol, driven by the loop's callbacks."""
+
+    __slots__ = (
+        "_closed",
+        "_decoder",
+        "_drain_waiter",
+        "_eof",
+        "_error",
+        "_loop",
+        "_lost",
+        "_lost_waiter",
+        "_reading_paused",
+        "_transport",
+        "_waiter",
+        "_write_paused",
+    )
+
+    def __init__(self, decoder: StreamDecoder[Any], loop: asyncio.AbstractEventLoop) -> None:
+        # For the connection's whole life.
+        self._decoder = decoder
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._lost_waiter: asyncio.Future[None] = loop.create_future()
+        # One task at most waits for data, several may wait for the write buffer to drain.
+        self._waiter: asyncio.Future[bool] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # Flow control.
+        self._reading_paused = False
+        self._write_paused = False
+        # How it ends: the server's EOF, an error, or our close (set once each).
+        self._eof = False
+        self._error: BaseException | None = None
+        self._lost = False
+        self._closed = False
+
+    # -- asyncio.Protocol callbacks -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        decoder = self._decoder
+        if decoder.broken:  # the client is aborting the connection
+            return
+        decoder.feed(data)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(True)
+        elif not self._reading_paused and decoder.buffered > READ_HIGH_WATER:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake_receiver()
+        # Let the transport close: the server is gone, later sends raise ConnectionError.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if exc is None:
+            self._eof = True
+        elif not self._closed:
+            self._error = exc
+        self._wake_receiver()
+        self._wake_drain()
+        if not self._lost_waiter.done():
+            self._lost_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    # -- StreamTransport ----------------------------------------------------------------
+
+    async def receive(self) -> bool:
+        if self._closed:
+            raise closed_error()
+        if self._error is not None:
+            raise connection_lost_error(self._error)
+        if self._eof:
+            return False
+        if self._reading_paused:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+        waiter = self._waiter = self._loop.create_future()
+        try:
+            if await waiter:
+                return True
+        finally:
+            self._waiter = None
+        if self._closed:
+            raise closed_error()
+        if self._error is not None:
+            raise connection_lost_error(self._error)
+        return False
+
+    async def send_all(self, data: bytes | bytearray) -> None:
+        transport = self._transport
+        assert transport is not None
+        if self._closed or self._lost or transport.is_closing():
+            raise self._send_error()
+        transport.write(data)
+        if self._write_paused:
+            await self._drain()
+
+    def abort(self) -> None:
+        self._closed = True
+        self._wake_receiver()
+        self._wake_drain()
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._wake_receiver()
+        self._wake_drain()
+        transport = self._transport
+        if transport is None or self._lost_waiter.done():
+            return
+        transport.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await asyncio.shield(self._lost_waiter)
+        except TimeoutError:
+            transport.abort()
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+
+    def extra(self) -> tuple[Any, Any, Any]:
+        transport = self._transport
+        assert transport is not None
+        return (
+            transport.get_extra_info("socket"),
+            transport.get_extra_info("peername"),
+            transport.get_extra_info("sockname"),
+        )
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _wake_receiver(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(False)
+
+    def _wake_drain(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _drain(self) -> None:
+        while self._write_paused and not self._lost and not self._closed:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self._loop.create_future()
+            # Shielded: the waiter is shared by every blocked sender.
+            await asyncio.shield(waiter)
+        if self._lost or self._closed:
+            raise self._send_error()
+
+    def _send_error(self) -> Exception:
+        if self._closed:
+            return closed_error()
+        if self._error is not None:
+            return connection_lost_error(self._error)
+        return peer_closed_error()
+
+
+class AsyncIODatagramTransport(DatagramTransport):
+    """One connected datagram socket, driven with ``add_reader``/``add_writer`` when needed."""
+
+    __slots__ = ("_closed", "_fd", "_loop", "_read_waiter", "_sock", "_write_waiter")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def receive(self) -> bytes:
+        sock = self._sock
+        loop = self._loop
+        while True:
+            if self._closed:
+                raise closed_error()
+            try:
+                return sock.recv(MAX_DATAGRAM_SIZE)
+            except (BlockingIOError, InterruptedError):
+                pass
+            waiter = self._read_waiter = loop.create_future()
+            loop.add_reader(self._fd, _set_done, waiter)
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
+                if not self._closed:  # aclose() already removed it
+                    loop.remove_reader(self._fd)
+
+    async def send(self, data: bytes) -> None:
+        sock = self._sock
+        while True:
+            if self._closed:
+                raise closed_error()
+            if self._write_waiter is None:  # else queue behind the blocked senders
+                try:
+                    sock.send(data)
+                    return
+                except (BlockingIOError, InterruptedError):
+                    pass
+            waiter = self._write_waiter
+            if waiter is None:
+                waiter = self._write_waiter = self._loop.create_future()
+                self._loop.add_writer(self._fd, self._writable)
+            # Shielded: the waiter is shared by every blocked sender.
+            await asyncio.shield(waiter)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        for waiter in (self._read_waiter, self._write_waiter):
+            if waiter is not None:
+                _set_done(waiter)
+        self._write_waiter = None
+        self._sock.close()
+
+    def _writable(self) -> None:
+        self._loop.remove_writer(self._fd)
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None:
+            _set_done(waiter)
+
+
+def _set_done(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class AsyncIOConnector(Connector):
+    """Opens client transports on the running asyncio or uvloop loop."""
+
+    __slots__ = ()
+
+    async def open_tcp(
+        self,
+        family: int,
+        sockaddr: Any,
+        decoder: StreamDecoder[Any],
+        ssl: _ssl.SSLContext | None,
+        server_hostname: str | None,
+    ) -> StreamTransport:
+        loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if ssl is not None:
+            tls = {
+                "ssl": ssl,
+                "server_hostname": server_hostname,
+                "ssl_shutdown_timeout": CLOSE_TIMEOUT,
+            }
+        # A numeric host: asyncio and uvloop do not resolve it again. Both loops set
+        # TCP_NODELAY on their TCP transports.
+        _transport, protocol = await loop.create_connection(
+            lambda: AsyncIOStreamTransport(decoder, loop),
+            sockaddr[0],
+            sockaddr[1],
+            family=family,
+            **tls,
+        )
+        return protocol
+
+    async def open_unix(self, path: str, decoder: StreamDecoder[Any]) -> StreamTransport:
+        loop = asyncio.get_running_loop()
+        _transport, protocol = await loop.create_unix_connection(
+            lambda: AsyncIOStreamTransport(decoder, loop), path
+        )
+        return protocol
+
+    def open_datagram(self, sock: socket.socket) -> DatagramTransport:
+        return AsyncIODatagramTransport(sock)
+
+
+CONNECTOR: Final = AsyncIOConnector()
