@@ -187,41 +187,43 @@ class ConnectionDriver:
         if self._respond is not None:
             return self._process_responses()
         decoder = self._decoder
-        hooks = _get_hooks()
-        _set_hooks(None, hooks.finalizer)
-        try:
-            while not (self._lost or self._close_requested):
-                agen = self._agen
-                if agen is None:
-                    if self._stopping and not decoder.buffered:
-                        return None
-                    agen = self._agen = self._handler.handle(self)
-                    self._fresh = True
-                    coro = agen.asend(None)
-                else:
-                    try:
-                        request = next(decoder)
-                    except StopIteration:
-                        return None
-                    except ProtocolError as exc:
-                        coro = agen.athrow(exc)
-                    else:
-                        coro = agen.asend(request)
+        while not (self._lost or self._close_requested):
+            agen = self._agen
+            if agen is None:
+                if self._stopping and not decoder.buffered:
+                    return None
+                agen = self._agen = self._handler.handle(self)
+                self._fresh = True
+                # The loop's "first iteration" hook runs when the first asend() is created:
+                # keep our generators out of its WeakSet (the finalizer hook stays).
+                hooks = _get_hooks()
+                _set_hooks(None, hooks.finalizer)
                 try:
-                    yielded = coro.send(None)
-                except StopIteration as stop:
-                    self._on_yield(stop.value)
-                except StopAsyncIteration:
-                    self._on_return()
-                except Exception as exc:
-                    self._on_error(exc)
+                    coro = agen.asend(None)
+                finally:
+                    _set_hooks(*hooks)
+            else:
+                try:
+                    request = next(decoder)
+                except StopIteration:
+                    return None
+                except ProtocolError as exc:
+                    coro = agen.athrow(exc)
                 else:
-                    return (coro, yielded, _STEP)
-                if decoder.broken:
-                    self._on_framing_error()
-            return None
-        finally:
-            _set_hooks(*hooks)
+                    coro = agen.asend(request)
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                self._on_yield(stop.value)
+            except StopAsyncIteration:
+                self._on_return()
+            except Exception as exc:
+                self._on_error(exc)
+            else:
+                return (coro, yielded, _STEP)
+            if decoder.broken:
+                self._on_framing_error()
+        return None
 
     def _process_responses(self) -> Blocked | None:
         """The :class:`RequestResponseHandler` path: ``respond()`` called directly, no generator."""

@@ -314,3 +314,29 @@ def test_accept_survives_descriptor_exhaustion(backend: str) -> None:
 
 def test_process_cleanup_helper_sanity() -> None:
     assert os.getpid() > 0
+
+
+class PerRequest(StreamRequestHandler[Any, Any]):
+    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+        request = yield
+        await client.send_packet(request)
+
+
+async def test_handler_generators_skip_the_loops_firstiter_hook(backend_name: str) -> None:
+    """The loop's async-generator registry never sees the driver's per-request generators."""
+    hooks = sys.get_asyncgen_hooks()
+    registered: list[Any] = []
+
+    def counting(agen: Any) -> None:
+        registered.append(agen)
+        if hooks.firstiter is not None:
+            hooks.firstiter(agen)
+
+    sys.set_asyncgen_hooks(counting, hooks.finalizer)
+    try:
+        async with serving(AsyncTCPServer("127.0.0.1", 0, JSON_LINES, PerRequest())) as server:
+            messages = list(range(50))
+            assert await in_thread(line_exchange, server.get_addresses()[0], messages) == messages
+    finally:
+        sys.set_asyncgen_hooks(*hooks)
+    assert not [agen for agen in registered if agen.ag_code is PerRequest.handle.__code__]
