@@ -59,6 +59,16 @@ class StreamDecoder(Iterator[T]):
     :class:`~protocols.FrameTooLargeError` when the stream cannot be framed any more (the
     decoder is then broken).
 
+    Subclassing (for a framer of your own): implement ``__next__`` with the state this base
+    class keeps: ``_buf`` (``bytes`` or ``bytearray``, the received data) and ``_pos`` (where
+    the next frame starts), ``_max`` (``max_frame_size``) and ``_deserialize`` (call it with
+    each frame's ``bytes``). Raise ``StopIteration`` through ``self._exhausted()`` when
+    ``_pos`` reached the end (it drops the buffer), plain ``StopIteration`` when a frame is
+    incomplete, ``self._too_large(size, complete=...)`` for an oversized frame (it marks the
+    decoder broken), and call ``self._check_usable()`` before reporting "no more data".
+    :meth:`feed` keeps ``_buf``/``_pos`` consistent; override ``_rebased(shift)`` if you keep
+    offsets of your own into ``_buf``.
+
     Example::
 
         decoder = StreamProtocol(JSONSerializer()).decoder()

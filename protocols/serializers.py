@@ -253,7 +253,7 @@ class MsgPackSerializer(_MsgspecSerializer[T]):
 
 
 class BytesSerializer(Serializer[bytes, bytes]):
-    """Raw payloads: the message *is* the bytes (no encoding at all).
+    r"""Raw payloads: the message *is* the bytes (no encoding at all).
 
     For binary protocols handled by the application itself, and for line protocols where the
     handler wants the raw line (e.g. ``LineFramer(b"\r\n")`` for a Redis-style inline command).

@@ -82,6 +82,9 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         server = listener.server
         if server._proxy_trusted is not None:
             peer = transport.get_extra_info("peername")
+            if peer is None:  # reset before we saw it (e.g. a load balancer's health check)
+                transport.close()
+                return
             if not server._proxy_trusted.is_trusted(peer):
                 listener.refuse_proxy("PROXY header from an untrusted peer", peer=str(peer))
                 transport.close()

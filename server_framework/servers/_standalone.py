@@ -165,7 +165,7 @@ class StandaloneServer(Generic[ServerT]):
 class StandaloneTCPServer(
     StandaloneServer[AsyncTCPServer[RequestT, ResponseT]], Generic[RequestT, ResponseT]
 ):
-    """:class:`~server_framework.AsyncTCPServer` for synchronous programs.
+    """:class:`~server_framework.servers.AsyncTCPServer` for synchronous programs.
 
     Takes the same arguments, plus ``backend="asyncio" | "uvloop" | "trio"``.
     """
@@ -186,7 +186,7 @@ class StandaloneTCPServer(
 class StandaloneUnixStreamServer(
     StandaloneServer[AsyncUnixStreamServer[RequestT, ResponseT]], Generic[RequestT, ResponseT]
 ):
-    """:class:`~server_framework.AsyncUnixStreamServer` for synchronous programs."""
+    """:class:`~server_framework.servers.AsyncUnixStreamServer` for synchronous programs."""
 
     def __init__(
         self,
@@ -203,7 +203,7 @@ class StandaloneUnixStreamServer(
 class StandaloneUDPServer(
     StandaloneServer[AsyncUDPServer[RequestT, ResponseT]], Generic[RequestT, ResponseT]
 ):
-    """:class:`~server_framework.AsyncUDPServer` for synchronous programs."""
+    """:class:`~server_framework.servers.AsyncUDPServer` for synchronous programs."""
 
     def __init__(
         self,
@@ -221,7 +221,7 @@ class StandaloneUDPServer(
 class StandaloneUnixDatagramServer(
     StandaloneServer[AsyncUnixDatagramServer[RequestT, ResponseT]], Generic[RequestT, ResponseT]
 ):
-    """:class:`~server_framework.AsyncUnixDatagramServer` for synchronous programs."""
+    """:class:`~server_framework.servers.AsyncUnixDatagramServer` for synchronous programs."""
 
     def __init__(
         self,

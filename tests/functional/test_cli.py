@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import trustme
-from cli_helpers import ROOT, ServerProcess, clean_env, cli, run_cli, serving, udp_exchange
 
 from protocols import (
     BytesSerializer,
@@ -37,6 +36,7 @@ from protocols import (
 )
 from server_framework.config import OPTIONS
 
+from cli_helpers import ROOT, ServerProcess, clean_env, cli, run_cli, serving, udp_exchange
 from server_helpers import LineClient, connect, line_exchange
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import run_cli
 
 from server_framework.config import (
     DEFAULT_HOST,
@@ -28,6 +27,8 @@ from server_framework.config import (
 )
 from server_framework.servers._base import DEFAULT_SHUTDOWN_TIMEOUT
 from server_framework.servers._stream import DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_ALLOW
+
+from cli_helpers import run_cli
 
 
 def load(

@@ -10,8 +10,8 @@ import time
 from typing import Any
 
 import pytest
-from cli_helpers import ServerProcess, kill_quietly, run_cli, serving, udp_exchange
 
+from cli_helpers import ServerProcess, kill_quietly, run_cli, serving, udp_exchange
 from server_helpers import LineClient, connect, line_exchange
 
 pytestmark = pytest.mark.timeout(60)

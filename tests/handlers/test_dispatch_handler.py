@@ -9,11 +9,11 @@ from typing import Any, Union
 import msgspec
 import pytest
 import structlog
-from handler_helpers import exchange, load_example, make_server, open_client
 
 from handlers import DispatchHandler, RequestResponseHandler, on
 from protocols import JSONSerializer
 
+from handler_helpers import exchange, load_example, make_server, open_client
 from server_helpers import in_thread, serving
 
 

@@ -11,11 +11,11 @@ from typing import Any
 import msgspec
 import pytest
 import structlog
-from handler_helpers import exchange, load_example, make_server, open_client
 
 from handlers import RequestResponseHandler
 from protocols import DeserializeError, JSONSerializer, ProtocolError
 
+from handler_helpers import exchange, load_example, make_server, open_client
 from server_helpers import LineClient, in_thread, serving
 
 

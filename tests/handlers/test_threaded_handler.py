@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 import structlog
-from handler_helpers import exchange, load_example, make_server, open_client
 
 from handlers import StreamClient, ThreadedHandler
 from protocols import DeserializeError, ProtocolError
 from server_framework.backend import current
 
+from handler_helpers import exchange, load_example, make_server, open_client
 from server_helpers import LineClient, connect, in_thread, serving
 
 #: How long a test's thread may wait for something another thread does before failing.

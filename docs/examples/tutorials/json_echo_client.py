@@ -1,0 +1,28 @@
+"""Tutorial: a blocking client for json_echo_server.py.
+
+Run the server first, then ``python docs/examples/tutorials/json_echo_client.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocols import JSONSerializer, StreamProtocol
+from server_framework import TCPClient
+
+
+def main(address: tuple[str, int] = ("127.0.0.1", 9000)) -> list[Any]:
+    protocol = StreamProtocol(JSONSerializer())  # the same protocol as the server's
+    with TCPClient(address, protocol, connect_timeout=5) as client:
+        print(client.recv_packet(timeout=5))  # the welcome message
+        replies = []
+        for request in [{"hello": "world"}, [1, 2, 3], "just a string"]:
+            client.send_packet(request)
+            replies.append(client.recv_packet(timeout=5))
+    for reply in replies:
+        print(reply)
+    return replies
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Tutorial: a TCP echo server speaking JSON, one document per line.
+
+Run it with ``python docs/examples/tutorials/json_echo_server.py`` (``--trio`` for trio), then
+talk to it with ``echo '{"hello": 1}' | nc -q1 127.0.0.1 9000`` or with
+``json_echo_client.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import server_framework
+from handlers import StreamClient, StreamRequestHandler
+from protocols import JSONSerializer, StreamProtocol
+from server_framework.servers import AsyncTCPServer
+
+
+class JSONEcho(StreamRequestHandler[Any, Any]):
+    """Sends every JSON document back to the client that sent it."""
+
+    async def on_connection(self, client: StreamClient[Any]) -> None:
+        # Say hello first: the client knows at once that it reached the right server.
+        await client.send_packet({"welcome": "send me JSON, one document per line"})
+
+    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+        # One generator serves the whole connection: each `yield` waits for the next request.
+        while True:
+            request = yield
+            await client.send_packet({"echo": request})
+
+
+def make_server(host: str, port: int) -> AsyncTCPServer[Any, Any]:
+    # One JSON document per line: JSONSerializer, and StreamProtocol's default LineFramer.
+    protocol = StreamProtocol(JSONSerializer())
+    return AsyncTCPServer(host, port, protocol, JSONEcho())
+
+
+async def main() -> None:
+    async with make_server("127.0.0.1", 9000) as server:
+        print("serving on", server.get_addresses())
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
