@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from handlers.base import Address, DatagramClient, SocketProxy
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import ClosedResourceError
 
-from ._asyncio_driver import AsyncIODriver
+from ._asyncio_driver import AsyncIODriver, drain_tasks
 from ._base import _Listener
 from ._driver import DatagramInbox, logger
-from ._sockets import normalize_address
+from ._peer import DatagramPeer
 
 if TYPE_CHECKING:
     from ._datagram import AsyncDatagramServerBase
@@ -41,7 +40,7 @@ _client_ids = itertools.count(1)
 _bind_log_context = structlog.contextvars.bind_contextvars
 
 
-class AsyncIODatagramClient(AsyncIODriver, DatagramClient[Any]):
+class AsyncIODatagramClient(AsyncIODriver, DatagramPeer):
     """One peer address of a datagram server on asyncio/uvloop."""
 
     __slots__ = ("_address", "_endpoint", "_idle_timeout")
@@ -55,38 +54,6 @@ class AsyncIODatagramClient(AsyncIODriver, DatagramClient[Any]):
         self._endpoint = endpoint
         self._address = address
         self._idle_timeout = server._idle_timeout
-
-    async def send_packet(self, packet: Any) -> None:
-        await self._endpoint.send(self._protocol.encode(packet), self._address)
-
-    def is_closing(self) -> bool:
-        return self._endpoint.closed
-
-    def backend(self) -> AsyncBackend:
-        return self._endpoint.backend
-
-    @property
-    def peer_address(self) -> Address:
-        return normalize_address(self._address)
-
-    @property
-    def local_address(self) -> Address:
-        return normalize_address(self._endpoint.sock.getsockname())
-
-    @property
-    def socket(self) -> SocketProxy:
-        return SocketProxy(self._endpoint.sock)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, AsyncIODatagramClient):
-            return NotImplemented
-        return self._endpoint is other._endpoint and self._address == other._address
-
-    def __hash__(self) -> int:
-        return hash(self._address)
-
-    def __repr__(self) -> str:
-        return f"<AsyncIODatagramClient peer={self._address!r}>"
 
     async def _on_start(self) -> None:
         _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
@@ -267,15 +234,6 @@ class AsyncIODatagramListener(_Listener):
             endpoint.stop_reading()
             for client in list(endpoint.clients.values()):
                 client._begin_stop()
-        tasks = set(self.tasks)
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
-            if pending:
-                logger.warning(
-                    "cancelling clients still busy after the grace period", count=len(pending)
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending)
+        await drain_tasks(set(self.tasks), grace, "clients")
         for endpoint in self.endpoints:
             endpoint.close()

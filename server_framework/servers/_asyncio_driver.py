@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from ._driver import Blocked, ConnectionDriver, logger
 
-__all__ = ["AsyncIODriver"]
+__all__ = ["AsyncIODriver", "drain_tasks"]
 
 # Private but stable since Python 3.7 (C-accelerated): asyncio's own task steps use them.
 _enter_task = asyncio.tasks._enter_task
@@ -26,6 +26,18 @@ _leave_task = asyncio.tasks._leave_task
 
 _REQUEST_TIMEOUT: Final = object()
 _IDLE_TIMEOUT: Final = object()
+
+
+async def drain_tasks(tasks: set[asyncio.Task[None]], grace: float, what: str) -> None:
+    """Let ``tasks`` finish within ``grace`` seconds, then cancel the rest (logging their count)."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=grace)
+    if pending:
+        logger.warning(f"cancelling {what} still busy after the grace period", count=len(pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
 
 
 def _expire(waiter: asyncio.Future[object], marker: object) -> None:  # a timer callback

@@ -23,9 +23,9 @@ from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
-from ._asyncio_driver import AsyncIODriver
+from ._asyncio_driver import AsyncIODriver, drain_tasks
 from ._base import _Listener
-from ._driver import Blocked, logger
+from ._driver import Blocked, RateLimitedLog, logger
 from ._sockets import normalize_address
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
                 transport.close()
                 return
             if not server._proxy_trusted.is_trusted(peer):
-                listener.refuse_proxy("PROXY header from an untrusted peer", peer=str(peer))
+                listener.refuse_proxy(reason="untrusted peer", peer=str(peer))
                 transport.close()
                 return
             self._proxy = ProxyHeaderParser(server._proxy_protocol or "auto")
@@ -103,7 +103,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         try:
             header = parser.feed(data)
         except ProxyProtocolError as exc:
-            self._listener.refuse_proxy("invalid PROXY header", error=str(exc))
+            self._listener.refuse_proxy(reason="invalid header", error=str(exc))
             self._transport.close()
             return
         if header is None:
@@ -121,7 +121,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
 
     def _proxy_expired(self) -> None:
         self._proxy_timer = None
-        self._listener.refuse_proxy("no PROXY header in time")
+        self._listener.refuse_proxy(reason="no header in time")
         if self._transport is not None:
             self._transport.close()
 
@@ -291,8 +291,8 @@ class AsyncIOStreamListener(_Listener):
         self.connections: set[AsyncIOStreamConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.Server] = []
-        self._refused = 0
-        self._proxy_refused = 0
+        self._refusals = RateLimitedLog("refusing connection: max_connections reached")
+        self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
 
     async def serve(self, stop: Event) -> None:
         grace = self.server._shutdown_timeout
@@ -328,22 +328,10 @@ class AsyncIOStreamListener(_Listener):
 
     def admit(self, conn: AsyncIOStreamConnection) -> bool:
         if self.server._stop_requested or len(self.connections) >= self.server._max_connections:
-            self._refused += 1
-            if self._refused & (self._refused - 1) == 0:  # log the 1st, 2nd, 4th, 8th... refusal
-                logger.warning(
-                    "refusing connection: max_connections reached",
-                    max_connections=self.server._max_connections,
-                    refused=self._refused,
-                )
+            self._refusals(max_connections=self.server._max_connections)
             return False
         self.connections.add(conn)
         return True
-
-    def refuse_proxy(self, reason: str, **details: Any) -> None:
-        """Log a connection refused by the PROXY protocol checks, at a bounded rate."""
-        self._proxy_refused += 1
-        if self._proxy_refused & (self._proxy_refused - 1) == 0:
-            logger.warning("closing connection: " + reason, refused=self._proxy_refused, **details)
 
     def release(self, conn: AsyncIOStreamConnection) -> None:
         self.connections.discard(conn)
@@ -360,13 +348,4 @@ class AsyncIOStreamListener(_Listener):
         self._stop_accepting()
         for conn in list(self.connections):
             conn._begin_stop()
-        tasks = set(self.tasks)
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=grace)
-            if pending:
-                logger.warning(
-                    "cancelling connections still busy after the grace period", count=len(pending)
-                )
-                for task in pending:
-                    task.cancel()
-                await asyncio.wait(pending)
+        await drain_tasks(set(self.tasks), grace, "connections")

@@ -23,6 +23,7 @@ from protocols import DatagramProtocol
 from server_framework.backend import AsyncBackend
 
 from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
+from ._driver import RateLimitedLog
 from ._sockets import bind_inet, bind_unix, check_adopted
 
 __all__ = ["AsyncDatagramServerBase", "AsyncUDPServer", "AsyncUnixDatagramServer"]
@@ -68,16 +69,15 @@ class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         self._max_clients = max_clients
         self._client_queue_size = client_queue_size
         self._idle_timeout: float | None = client_idle_timeout
-        self.dropped_datagrams = 0
+        self._drops = RateLimitedLog("dropping datagram")
+
+    @property
+    def dropped_datagrams(self) -> int:
         """Datagrams dropped so far because a limit was reached (see the module docs)."""
+        return self._drops.count
 
     def _count_drop(self, reason: str) -> None:
-        from ._driver import logger  # noqa: PLC0415  (avoids a cycle at import time)
-
-        self.dropped_datagrams += 1
-        count = self.dropped_datagrams
-        if count & (count - 1) == 0:  # the 1st, 2nd, 4th, 8th... drop
-            logger.warning("dropping datagram", reason=reason, dropped=count)
+        self._drops(reason=reason)
 
     @classmethod
     def from_sockets(

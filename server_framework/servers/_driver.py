@@ -34,7 +34,7 @@ from handlers.request_response import RequestResponseHandler
 from protocols import ProtocolError, StreamDecoder
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
-__all__ = ["Blocked", "ConnectionDriver", "DatagramInbox", "resume_blocked"]
+__all__ = ["Blocked", "ConnectionDriver", "DatagramInbox", "RateLimitedLog", "resume_blocked"]
 
 logger: Final = structlog.get_logger("server_framework.servers")
 
@@ -57,6 +57,25 @@ def _fast_respond(handler: Any) -> Any:
     if isinstance(handler, RequestResponseHandler) and not overridden:
         return handler.respond
     return None
+
+
+class RateLimitedLog:
+    """Counts an event and logs its 1st, 2nd, 4th, 8th... occurrence: a flood of refused
+    connections or dropped datagrams cannot flood the log, yet the count keeps growing."""
+
+    __slots__ = ("_event", "_level", "count")
+
+    def __init__(self, event: str, level: str = "warning") -> None:
+        self._event = event
+        self._level = level
+        self.count = 0
+
+    def __call__(self, **details: Any) -> None:
+        """Count one occurrence; log it if the count is a power of two."""
+        self.count += 1
+        count = self.count
+        if count & (count - 1) == 0:
+            getattr(logger, self._level)(self._event, count=count, **details)
 
 
 @types.coroutine
@@ -211,6 +230,7 @@ class ConnectionDriver:
                     coro = agen.athrow(exc)
                 else:
                     coro = agen.asend(request)
+            # self._step(coro), inlined: this runs for every request.
             try:
                 yielded = coro.send(None)
             except StopIteration as stop:
@@ -292,7 +312,15 @@ class ConnectionDriver:
         agen = self._agen
         assert agen is not None
         timeout = self._params.timeout if self._params is not None else None
-        coro = agen.athrow(TimeoutError(f"no request within {timeout} seconds"))
+        blocked = self._step(agen.athrow(TimeoutError(f"no request within {timeout} seconds")))
+        if blocked is not None:
+            await self._finish_blocked(blocked)
+
+    def _step(self, coro: Coroutine[Any, Any, Any]) -> Blocked | None:
+        """Run one step of the handler's generator until it yields, returns, fails or blocks.
+
+        (:meth:`_process` does the same inline: it is the per-request hot path.)
+        """
         try:
             yielded = coro.send(None)
         except StopIteration as stop:
@@ -302,7 +330,8 @@ class ConnectionDriver:
         except Exception as exc:
             self._on_error(exc)
         else:
-            await self._finish_blocked((coro, yielded, _STEP))
+            return (coro, yielded, _STEP)
+        return None
 
     def _on_yield(self, value: Any) -> None:
         if value is not None and not isinstance(value, RecvParams):

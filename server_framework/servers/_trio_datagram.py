@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 import trio
 
-from handlers.base import Address, DatagramClient, SocketProxy
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import ClosedResourceError
 
 from ._base import _Listener
 from ._driver import ConnectionDriver, DatagramInbox, logger
-from ._sockets import normalize_address
+from ._peer import DatagramPeer
 
 if TYPE_CHECKING:
     from ._datagram import AsyncDatagramServerBase
@@ -38,7 +37,7 @@ _REQUEST_TIMEOUT: Final = object()
 _IDLE_TIMEOUT: Final = object()
 
 
-class TrioDatagramClient(ConnectionDriver, DatagramClient[Any]):
+class TrioDatagramClient(ConnectionDriver, DatagramPeer):
     """One peer address of a datagram server on trio."""
 
     __slots__ = ("_address", "_endpoint", "_event")
@@ -51,38 +50,6 @@ class TrioDatagramClient(ConnectionDriver, DatagramClient[Any]):
         self._endpoint = endpoint
         self._address = address
         self._event: trio.Event | None = None
-
-    async def send_packet(self, packet: Any) -> None:
-        await self._endpoint.send(self._protocol.encode(packet), self._address)
-
-    def is_closing(self) -> bool:
-        return self._endpoint.closed
-
-    def backend(self) -> AsyncBackend:
-        return self._endpoint.backend
-
-    @property
-    def peer_address(self) -> Address:
-        return normalize_address(self._address)
-
-    @property
-    def local_address(self) -> Address:
-        return normalize_address(self._endpoint.sock.getsockname())
-
-    @property
-    def socket(self) -> SocketProxy:
-        return SocketProxy(self._endpoint.sock)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TrioDatagramClient):
-            return NotImplemented
-        return self._endpoint is other._endpoint and self._address == other._address
-
-    def __hash__(self) -> int:
-        return hash(self._address)
-
-    def __repr__(self) -> str:
-        return f"<TrioDatagramClient peer={self._address!r}>"
 
     async def run(self) -> None:
         """The client's task: handle its datagrams until it idles out or the server stops."""

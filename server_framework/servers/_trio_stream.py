@@ -33,7 +33,7 @@ from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
 from ._base import _Listener
-from ._driver import ConnectionDriver, logger
+from ._driver import ConnectionDriver, RateLimitedLog, logger
 from ._sockets import normalize_address
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         trusted = server._proxy_trusted
         assert trusted is not None
         if not trusted.is_trusted(self._sock.getpeername() if self._peer == "" else self._peer):
-            listener.refuse_proxy("PROXY header from an untrusted peer", peer=str(self._peer))
+            listener.refuse_proxy(reason="untrusted peer", peer=str(self._peer))
             return False
         parser = ProxyHeaderParser(server._proxy_protocol or "auto")
         header = None
@@ -197,12 +197,12 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                         return False
                     header = parser.feed(data)
             except ProxyProtocolError as exc:
-                listener.refuse_proxy("invalid PROXY header", error=str(exc))
+                listener.refuse_proxy(reason="invalid header", error=str(exc))
                 return False
             except OSError:
                 return False
         if header is None:
-            listener.refuse_proxy("no PROXY header in time")
+            listener.refuse_proxy(reason="no header in time")
             return False
         if not header.is_local and header.source is not None:
             self._peer = normalize_address(header.source)
@@ -356,18 +356,12 @@ class TrioStreamListener(_Listener):
         self.ssl = ssl_context
         self.sockets = sockets
         self.connections: set[TrioStreamConnection] = set()
-        self._refused = 0
-        self._proxy_refused = 0
-        self._accept_errors = 0
+        self._refusals = RateLimitedLog("refusing connection: max_connections reached")
+        self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
+        self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
         self._draining = False
         self._drained = trio.Event()  # set when the last connection ends during a drain
         self.nursery: trio.Nursery | None = None  # where connection tasks (and helpers) run
-
-    def refuse_proxy(self, reason: str, **details: Any) -> None:
-        """Log a connection refused by the PROXY protocol checks, at a bounded rate."""
-        self._proxy_refused += 1
-        if self._proxy_refused & (self._proxy_refused - 1) == 0:
-            logger.warning("closing connection: " + reason, refused=self._proxy_refused, **details)
 
     def release(self, conn: TrioStreamConnection) -> None:
         """Forget a connection that ended."""
@@ -420,22 +414,12 @@ class TrioStreamListener(_Listener):
             except OSError as exc:
                 if exc.errno not in _RESOURCE_ERRNOS:
                     raise
-                self._accept_errors += 1
-                if self._accept_errors & (self._accept_errors - 1) == 0:
-                    logger.error(
-                        "accept() failed, retrying", error=str(exc), count=self._accept_errors
-                    )
+                self._accept_failures(error=str(exc))
                 await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
             if len(self.connections) >= server._max_connections:
                 conn_sock.close()
-                self._refused += 1
-                if self._refused & (self._refused - 1) == 0:
-                    logger.warning(
-                        "refusing connection: max_connections reached",
-                        max_connections=server._max_connections,
-                        refused=self._refused,
-                    )
+                self._refusals(max_connections=server._max_connections)
                 continue
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
