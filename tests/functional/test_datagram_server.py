@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from handlers import DatagramClient, DatagramEchoHandler, DatagramRequestHandler, RecvParams
-from protocols import DatagramProtocol, DeserializeError, JSONSerializer
+from protocols import DatagramProtocol, DeserializeError, JSONSerializer, MsgPackSerializer
 from server_framework.backend import current
 from server_framework.servers import AsyncUDPServer, AsyncUnixDatagramServer
 
@@ -269,3 +269,27 @@ async def test_from_sockets(backend_name: str) -> None:
     server = AsyncUDPServer.from_sockets([sock], JSON, DatagramEchoHandler())
     async with serving(server):
         assert await in_thread(exchange, server.get_addresses()[0], "", ["adopted"]) == ["adopted"]
+
+
+async def test_echo_msgpack(backend_name: str, transport: str, tmp_dir: str) -> None:
+    protocol = DatagramProtocol(MsgPackSerializer())
+    if transport == "udp":
+        server: Any = AsyncUDPServer("127.0.0.1", 0, protocol, DatagramEchoHandler())
+    else:
+        server = AsyncUnixDatagramServer(
+            os.path.join(tmp_dir, "server.sock"), protocol, DatagramEchoHandler()
+        )
+
+    def talk(address: Any) -> list[Any]:
+        with contextlib.closing(Peer(address, tmp_dir)) as peer:
+            messages = [{"bin": b"\x00\xff"}, [1, 2.5, None], "text"]
+            for message in messages:
+                peer.send_raw(protocol.encode(message))
+            return [protocol.decode(peer.sock.recv(65536)) for _ in messages]
+
+    async with serving(server):
+        assert await in_thread(talk, server.get_addresses()[0]) == [
+            {"bin": b"\x00\xff"},
+            [1, 2.5, None],
+            "text",
+        ]
