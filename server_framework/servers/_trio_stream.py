@@ -74,11 +74,11 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         protocol = server._protocol
         super().__init__(server, server._handler, protocol, protocol.decoder(), next(_conn_ids))
         self._listener = listener
-        self._raw = raw  # the stdlib socket, for sends that succeed at once (no scheduler trip)
-        sock = self._sock = trio.socket.from_stdlib_socket(raw)
+        self._raw = raw  # the stdlib socket: plain non-blocking I/O first, trio only to wait
+        self._sock = trio.socket.from_stdlib_socket(raw)
         self._peer = normalize_address(peer)  # as accept() reported it: stable after a reset
         self._tls: trio.SSLStream[trio.SocketStream] | None = None
-        self._receive: Callable[[int], Awaitable[bytes | bytearray]] = sock.recv
+        self._receive: Callable[[int], Awaitable[bytes | bytearray]] = self._raw_receive
         self._send_all: Callable[[bytes | bytearray], Awaitable[None]] = self._sock_send_all
         self._scope: trio.CancelScope | None = None
         self._parked = False
@@ -164,7 +164,19 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 await self._finish_blocked(blocked)
                 continue
             if out:
-                await self._send_batch(out)
+                if self._tls is None and not self._sending:
+                    # The common case, inline: the kernel takes the whole batch at once.
+                    try:
+                        sent = self._raw.send(out)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        self._lost = True  # the peer is gone: the next wait notices it
+                        sent = len(out)
+                    if sent < len(out):
+                        await self._send_batch(out[sent:])
+                else:
+                    await self._send_batch(out)
             if self._should_stop():
                 return
             woke = await self._wait_data()
@@ -302,6 +314,26 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             self._sending = False
             if self._send_lot is not None:
                 self._send_lot.unpark()
+
+    async def _raw_receive(self, size: int) -> bytes:
+        """``recv`` with one trip through trio's scheduler at most.
+
+        A trio socket's ``recv`` that has to wait yields twice (the wait, then a checkpoint);
+        here the wait is the checkpoint, and only data that was already there costs an
+        explicit one (so a busy connection still lets the others run).
+        """
+        raw = self._raw
+        try:
+            data = raw.recv(size)
+        except BlockingIOError:
+            while True:
+                await trio.lowlevel.wait_readable(raw)
+                try:
+                    return raw.recv(size)
+                except BlockingIOError:
+                    continue
+        await trio.lowlevel.checkpoint()
+        return data
 
     async def _sock_send_all(self, data: bytes | bytearray) -> None:
         # Try the plain non-blocking send first: a trio socket's send() yields to the scheduler
