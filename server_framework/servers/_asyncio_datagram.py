@@ -14,18 +14,15 @@ the socket to become writable.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 from typing import TYPE_CHECKING, Any, Final
-
-import structlog
 
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import ClosedResourceError
 
 from ._asyncio_driver import AsyncIODriver, drain_tasks
 from ._base import _Listener
-from ._driver import DatagramInbox, logger
+from ._driver import DatagramInbox, bind_log_context, logger, next_conn_id
 from ._peer import DatagramPeer
 
 if TYPE_CHECKING:
@@ -35,9 +32,6 @@ if TYPE_CHECKING:
 READ_BATCH: Final = 64
 #: Largest datagram read; a larger one is truncated by the kernel (and fails to decode).
 MAX_DATAGRAM_SIZE: Final = 65536
-
-_client_ids = itertools.count(1)
-_bind_log_context = structlog.contextvars.bind_contextvars
 
 
 class AsyncIODatagramClient(AsyncIODriver, DatagramPeer):
@@ -49,14 +43,14 @@ class AsyncIODatagramClient(AsyncIODriver, DatagramPeer):
         server = endpoint.server
         protocol = server._protocol
         inbox = DatagramInbox(protocol.decode, server._client_queue_size)
-        super().__init__(server, server._handler, protocol, inbox, next(_client_ids))
+        super().__init__(server, server._handler, protocol, inbox, next_conn_id())
         self._init_driver(endpoint.loop)
         self._endpoint = endpoint
         self._address = address
         self._idle_timeout = server._idle_timeout
 
     async def _on_start(self) -> None:
-        _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+        bind_log_context(conn_id=self.id, peer=self._peer_for_log())
 
     async def _cleanup(self) -> None:
         try:

@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any, Final
+from typing import Any
 
-from ._driver import Blocked, ConnectionDriver, logger
+from ._driver import IDLE_TIMEOUT, REQUEST_TIMEOUT, Blocked, ConnectionDriver, logger
 
 __all__ = ["AsyncIODriver", "drain_tasks"]
 
 # Private but stable since Python 3.7 (C-accelerated): asyncio's own task steps use them.
 _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
-
-_REQUEST_TIMEOUT: Final = object()
-_IDLE_TIMEOUT: Final = object()
 
 
 async def drain_tasks(tasks: set[asyncio.Task[None]], grace: float, what: str) -> None:
@@ -115,10 +112,10 @@ class AsyncIODriver(ConnectionDriver):
                         # Handle the messages already received (a half-closed peer still
                         # reads our replies), start nothing new.
                         self._stopping = True
-                elif woke is _IDLE_TIMEOUT:
+                elif woke is IDLE_TIMEOUT:
                     logger.debug("closing idle connection")
                     break
-                elif woke is _REQUEST_TIMEOUT:
+                elif woke is REQUEST_TIMEOUT:
                     await self._throw_timeout()
                 else:  # a step that a transport callback ran inline blocked: finish it here
                     await self._finish_blocked(woke)
@@ -194,7 +191,7 @@ class AsyncIODriver(ConnectionDriver):
             self._timer = None
         params = self._params
         if params is not None and params.timeout is not None:
-            self._timer = self._loop.call_later(params.timeout, _expire, waiter, _REQUEST_TIMEOUT)
+            self._timer = self._loop.call_later(params.timeout, _expire, waiter, REQUEST_TIMEOUT)
 
     def _check_idle(self) -> None:
         """The idle timer: close if parked and quiet for ``idle_timeout``, else check again later.
@@ -207,7 +204,7 @@ class AsyncIODriver(ConnectionDriver):
         remaining = self._last_active + idle - self._loop.time()
         if self._waiter is not None and remaining <= 0:
             self._idle_timer = None
-            self._wake(_IDLE_TIMEOUT)
+            self._wake(IDLE_TIMEOUT)
             return
         self._idle_timer = self._loop.call_later(max(remaining, 0.0) or idle, self._check_idle)
 

@@ -10,22 +10,18 @@ received bytes wait to be handled.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import socket
 import ssl as _ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-import structlog
-
 from handlers.base import Address, SocketProxy, StreamClient
 from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
-from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
 from ._asyncio_driver import AsyncIODriver, drain_tasks
 from ._base import _Listener
-from ._driver import Blocked, RateLimitedLog, logger
+from ._driver import Blocked, RateLimitedLog, bind_log_context, logger, next_conn_id
 from ._sockets import normalize_address
 
 if TYPE_CHECKING:
@@ -34,9 +30,6 @@ if TYPE_CHECKING:
 #: Pause reading while this many received bytes wait to be handled (a blocked handler facing a
 #: fast sender); resume once the backlog is consumed. Matches asyncio's default write limit.
 READ_HIGH_WATER: Final = 64 * 1024
-
-_conn_ids = itertools.count(1)
-_bind_log_context = structlog.contextvars.bind_contextvars
 
 
 class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol):
@@ -57,7 +50,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
     def __init__(self, listener: AsyncIOStreamListener) -> None:
         server = listener.server
         protocol = server._protocol
-        super().__init__(server, server._handler, protocol, protocol.decoder(), next(_conn_ids))
+        super().__init__(server, server._handler, protocol, protocol.decoder(), next_conn_id())
         self._init_driver(listener.loop)
         self._listener = listener
         self._idle_timeout = server._idle_timeout
@@ -215,7 +208,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
     # -- driver hooks ---------------------------------------------------------------------
 
     async def _on_start(self) -> None:
-        _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+        bind_log_context(conn_id=self.id, peer=self._peer_for_log())
         logger.debug("connection accepted")
         await self._handler.on_connection(self)
 
@@ -266,11 +259,6 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
             await asyncio.shield(waiter)
         if self._lost:
             raise self._closed_error()
-
-    def _closed_error(self) -> Exception:
-        if self._close_requested:
-            return ClosedResourceError("the connection is closed")
-        return BrokenResourceError("the peer closed the connection")
 
 
 class AsyncIOStreamListener(_Listener):

@@ -22,6 +22,7 @@ Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end")
 
 from __future__ import annotations
 
+import itertools
 import sys
 import types
 from collections.abc import AsyncGenerator, Coroutine, Generator
@@ -34,9 +35,28 @@ from handlers.request_response import RequestResponseHandler
 from protocols import ProtocolError, StreamDecoder
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
-__all__ = ["Blocked", "ConnectionDriver", "DatagramInbox", "RateLimitedLog", "resume_blocked"]
+__all__ = [
+    "IDLE_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "Blocked",
+    "ConnectionDriver",
+    "DatagramInbox",
+    "RateLimitedLog",
+    "bind_log_context",
+    "next_conn_id",
+    "resume_blocked",
+]
 
 logger: Final = structlog.get_logger("server_framework.servers")
+
+bind_log_context: Final = structlog.contextvars.bind_contextvars
+#: Connection (and datagram client) ids: one sequence per process, so ids in logs are unique
+#: whatever the server, transport or loop.
+next_conn_id: Final = itertools.count(1).__next__
+#: What a wait for data returns when the handler's ``RecvParams.timeout`` or the idle timeout
+#: expired first.
+REQUEST_TIMEOUT: Final = object()
+IDLE_TIMEOUT: Final = object()
 
 _get_hooks = sys.get_asyncgen_hooks
 _set_hooks = sys.set_asyncgen_hooks
@@ -332,6 +352,20 @@ class ConnectionDriver:
         else:
             return (coro, yielded, _STEP)
         return None
+
+    def _wait_timeout(self, idle: float | None) -> tuple[float | None, object]:
+        """How long the next wait for data may last, and the marker for when it expires."""
+        params = self._params
+        timeout = params.timeout if params is not None else None
+        if idle is not None and (timeout is None or idle < timeout):
+            return idle, IDLE_TIMEOUT
+        return timeout, REQUEST_TIMEOUT
+
+    def _closed_error(self) -> Exception:
+        """The error for I/O on a connection that we closed, or that the peer closed."""
+        if self._close_requested:
+            return ClosedResourceError("the connection is closed")
+        return BrokenResourceError("the peer closed the connection")
 
     def _on_yield(self, value: Any) -> None:
         if value is not None and not isinstance(value, RecvParams):

@@ -11,18 +11,24 @@ sender wait (under a lock, since trio allows one task at a time to wait for writ
 
 from __future__ import annotations
 
-import itertools
 import socket
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
 import trio
 
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import ClosedResourceError
 
 from ._base import _Listener
-from ._driver import ConnectionDriver, DatagramInbox, logger
+from ._driver import (
+    IDLE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    ConnectionDriver,
+    DatagramInbox,
+    bind_log_context,
+    logger,
+    next_conn_id,
+)
 from ._peer import DatagramPeer
 
 if TYPE_CHECKING:
@@ -30,11 +36,6 @@ if TYPE_CHECKING:
 
 READ_BATCH: Final = 64
 MAX_DATAGRAM_SIZE: Final = 65536
-
-_client_ids = itertools.count(1)
-_bind_log_context = structlog.contextvars.bind_contextvars
-_REQUEST_TIMEOUT: Final = object()
-_IDLE_TIMEOUT: Final = object()
 
 
 class TrioDatagramClient(ConnectionDriver, DatagramPeer):
@@ -46,7 +47,7 @@ class TrioDatagramClient(ConnectionDriver, DatagramPeer):
         server = endpoint.server
         protocol = server._protocol
         inbox = DatagramInbox(protocol.decode, server._client_queue_size)
-        super().__init__(server, server._handler, protocol, inbox, next(_client_ids))
+        super().__init__(server, server._handler, protocol, inbox, next_conn_id())
         self._endpoint = endpoint
         self._address = address
         self._event: trio.Event | None = None
@@ -54,7 +55,7 @@ class TrioDatagramClient(ConnectionDriver, DatagramPeer):
     async def run(self) -> None:
         """The client's task: handle its datagrams until it idles out or the server stops."""
         try:
-            _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+            bind_log_context(conn_id=self.id, peer=self._peer_for_log())
             while True:
                 blocked = self._process()
                 if blocked is not None:
@@ -63,9 +64,9 @@ class TrioDatagramClient(ConnectionDriver, DatagramPeer):
                 if self._should_stop():
                     break
                 woke = await self._wait_data()
-                if woke is _IDLE_TIMEOUT:
+                if woke is IDLE_TIMEOUT:
                     break
-                if woke is _REQUEST_TIMEOUT:
+                if woke is REQUEST_TIMEOUT:
                     await self._throw_timeout()
         except Exception as exc:
             logger.error("datagram client failed", exc_info=exc)
@@ -77,12 +78,7 @@ class TrioDatagramClient(ConnectionDriver, DatagramPeer):
     async def _wait_data(self) -> object:
         if self._decoder.buffered or self._should_stop():
             return None
-        params = self._params
-        timeout = params.timeout if params is not None else None
-        marker = _REQUEST_TIMEOUT
-        idle = self._endpoint.server._idle_timeout
-        if idle is not None and (timeout is None or idle < timeout):
-            timeout, marker = idle, _IDLE_TIMEOUT
+        timeout, marker = self._wait_timeout(self._endpoint.server._idle_timeout)
         event = self._event = trio.Event()
         try:
             with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:

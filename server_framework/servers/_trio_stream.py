@@ -18,13 +18,11 @@ trio's checkpoints are the cost to watch (each one is a trip through the schedul
 from __future__ import annotations
 
 import errno
-import itertools
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-import structlog
 import trio
 
 from handlers.base import Address, SocketProxy, StreamClient
@@ -33,7 +31,15 @@ from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
 from ._base import _Listener
-from ._driver import ConnectionDriver, RateLimitedLog, logger
+from ._driver import (
+    IDLE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    ConnectionDriver,
+    RateLimitedLog,
+    bind_log_context,
+    logger,
+    next_conn_id,
+)
 from ._sockets import normalize_address
 
 if TYPE_CHECKING:
@@ -44,11 +50,6 @@ RECEIVE_SIZE: Final = 65536
 #: Back-off after accept() fails for lack of descriptors or memory: retrying at once would spin.
 ACCEPT_RETRY_DELAY: Final = 0.1
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-_conn_ids = itertools.count(1)
-_bind_log_context = structlog.contextvars.bind_contextvars
-_REQUEST_TIMEOUT: Final = object()
-_IDLE_TIMEOUT: Final = object()
 
 
 class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
@@ -72,7 +73,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     def __init__(self, listener: TrioStreamListener, raw: socket.socket, peer: Any) -> None:
         server = listener.server
         protocol = server._protocol
-        super().__init__(server, server._handler, protocol, protocol.decoder(), next(_conn_ids))
+        super().__init__(server, server._handler, protocol, protocol.decoder(), next_conn_id())
         self._listener = listener
         self._raw = raw  # the stdlib socket: plain non-blocking I/O first, trio only to wait
         self._sock = trio.socket.from_stdlib_socket(raw)
@@ -134,7 +135,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                     and not await self._read_proxy_header()
                 ):
                     return
-                _bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+                bind_log_context(conn_id=self.id, peer=self._peer_for_log())
                 if listener.ssl is not None and not await self._handshake(listener.ssl):
                     return
                 logger.debug("connection accepted")
@@ -180,10 +181,10 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             if self._should_stop():
                 return
             woke = await self._wait_data()
-            if woke is _IDLE_TIMEOUT:
+            if woke is IDLE_TIMEOUT:
                 logger.debug("closing idle connection")
                 return
-            if woke is _REQUEST_TIMEOUT:
+            if woke is REQUEST_TIMEOUT:
                 await self._throw_timeout()
             elif self._eof:
                 # Handle the frames already received (a half-closed peer still reads our
@@ -244,12 +245,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         """Receive more data, or notice EOF (``None``), or time out (the timeout's marker)."""
         if self._eof or self._should_stop():
             return None
-        params = self._params
-        timeout = params.timeout if params is not None else None
-        marker = _REQUEST_TIMEOUT
-        idle = self._listener.server._idle_timeout
-        if idle is not None and (timeout is None or idle < timeout):
-            timeout, marker = idle, _IDLE_TIMEOUT
+        timeout, marker = self._wait_timeout(self._listener.server._idle_timeout)
         self._parked = True
         try:
             if timeout is None:
@@ -350,11 +346,6 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         with memoryview(data) as view:
             while sent < total:
                 sent += await sock.send(view[sent:])
-
-    def _closed_error(self) -> Exception:
-        if self._close_requested:
-            return ClosedResourceError("the connection is closed")
-        return BrokenResourceError("the peer closed the connection")
 
     async def _cleanup(self) -> None:
         await self._close_generator()
