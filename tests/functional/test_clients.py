@@ -13,32 +13,23 @@ import inspect
 import os
 import socket
 import ssl
-import tempfile
 import threading
-from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 import server_framework
 from handlers import (
-    DatagramClient,
     DatagramEchoHandler,
-    DatagramRequestHandler,
     EchoHandler,
-    StreamClient,
-    StreamRequestHandler,
 )
 from protocols import (
     DatagramProtocol,
     DeserializeError,
     FrameTooLargeError,
     JSONSerializer,
-    LengthPrefixFramer,
     LineFramer,
-    MsgPackSerializer,
     StreamProtocol,
     StringSerializer,
 )
@@ -52,53 +43,25 @@ from server_framework.clients import (
 from server_framework.exceptions import ClosedResourceError
 from server_framework.servers import (
     AsyncTCPServer,
-    AsyncUDPServer,
-    AsyncUnixDatagramServer,
     AsyncUnixStreamServer,
 )
 
+from client_helpers import (
+    DATAGRAM_PROTOCOLS,
+    JSON_DATAGRAMS,
+    JSON_LINES,
+    STREAM_PROTOCOLS,
+    BadThenGood,
+    Burst,
+    DatagramBadThenGood,
+    datagram_server,
+    stream_server,
+)
 from server_helpers import CLIENT_TIMEOUT, in_thread, serving
 
-JSON_LINES = StreamProtocol(JSONSerializer())
-MSGPACK_FRAMES = StreamProtocol(MsgPackSerializer(), LengthPrefixFramer())
-JSON_DATAGRAMS = DatagramProtocol(JSONSerializer())
-MSGPACK_DATAGRAMS = DatagramProtocol(MsgPackSerializer())
-STREAM_PROTOCOLS = {"json": JSON_LINES, "msgpack": MSGPACK_FRAMES}
-DATAGRAM_PROTOCOLS = {"json": JSON_DATAGRAMS, "msgpack": MSGPACK_DATAGRAMS}
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
-
 # -- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def tmp_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="sf-test-") as directory:
-        yield directory
-
-
-@pytest.fixture(scope="module")
-def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
-
-
-def stream_server(
-    kind: str, tmp_dir: str, handler: Any, protocol: Any = JSON_LINES, **options: Any
-) -> Any:
-    if kind == "tcp":
-        return AsyncTCPServer("127.0.0.1", 0, protocol, handler, **options)
-    return AsyncUnixStreamServer(os.path.join(tmp_dir, "server.sock"), protocol, handler, **options)
-
-
-def datagram_server(kind: str, tmp_dir: str, handler: Any, protocol: Any = JSON_DATAGRAMS) -> Any:
-    if kind == "udp":
-        return AsyncUDPServer("127.0.0.1", 0, protocol, handler)
-    return AsyncUnixDatagramServer(os.path.join(tmp_dir, "server.sock"), protocol, handler)
 
 
 def stream_client(address: Any, protocol: Any = JSON_LINES, **options: Any) -> Any:
@@ -111,35 +74,6 @@ def datagram_client(address: Any, protocol: Any = JSON_DATAGRAMS, **options: Any
     if isinstance(address, str):
         return UnixDatagramClient(address, protocol, **options)
     return UDPClient(address, protocol, **options)
-
-
-class Burst(StreamRequestHandler[Any, Any]):
-    """Answers ``{"count": n, "close": bool}`` with the numbers 0..n-1, then closes if asked."""
-
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
-        if client.state.get("close"):
-            return  # before the first yield: the server closes the connection
-        request = yield
-        for i in range(request["count"]):
-            await client.send_packet(i)
-        # Not `await client.aclose()`: on trio that path can lose the replies (see the report).
-        client.state["close"] = request["close"]
-
-
-class BadThenGood(StreamRequestHandler[str, str]):
-    """Speaks text lines: answers each line with a line that is not JSON, then the line itself."""
-
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
-        request = yield
-        await client.send_packet("{not json")
-        await client.send_packet(request)
-
-
-class DatagramBadThenGood(DatagramRequestHandler[str, str]):
-    async def handle(self, client: DatagramClient[str]) -> AsyncGenerator[None, str]:
-        request = yield
-        await client.send_packet("{not json")
-        await client.send_packet(request)
 
 
 def free_tcp_port_refusing() -> socket.socket:

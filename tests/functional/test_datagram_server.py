@@ -6,8 +6,7 @@ import contextlib
 import json
 import os
 import socket
-import tempfile
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -26,12 +25,6 @@ JSON = DatagramProtocol(JSONSerializer())
 @pytest.fixture(params=["udp", "unix"])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-@pytest.fixture
-def tmp_dir() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="sf-test-") as directory:
-        yield directory
 
 
 def make_server(transport: str, tmp_dir: str, handler: Any, **options: Any) -> Any:

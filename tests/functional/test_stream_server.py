@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import socket
-import ssl
 import struct
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -16,7 +15,6 @@ from typing import Any
 import msgspec
 import pytest
 import structlog
-import trustme
 
 from handlers import EchoHandler, RecvParams, StreamClient, StreamRequestHandler
 from protocols import (
@@ -473,16 +471,6 @@ def test_json_dumps_sanity() -> None:
 
 
 # -- TLS --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tls_contexts() -> tuple[Any, Any]:
-    ca = trustme.CA()
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost", "127.0.0.1").configure_cert(server_context)
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-    return server_context, client_context
 
 
 async def test_tls_echo(
