@@ -11,11 +11,9 @@ generator::
 """
 
 from .base import (
-    Address,
     DatagramClient,
     DatagramRequestHandler,
     RecvParams,
-    SocketProxy,
     StreamClient,
     StreamRequestHandler,
 )
@@ -25,7 +23,6 @@ from .request_response import RequestResponseHandler
 from .threaded import ThreadedHandler
 
 __all__ = [
-    "Address",
     "DatagramClient",
     "DatagramEchoHandler",
     "DatagramRequestHandler",
@@ -33,7 +30,6 @@ __all__ = [
     "EchoHandler",
     "RecvParams",
     "RequestResponseHandler",
-    "SocketProxy",
     "StreamClient",
     "StreamRequestHandler",
     "ThreadedHandler",

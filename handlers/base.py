@@ -19,32 +19,27 @@ A message that cannot be decoded is thrown in the same way, as a
 
 from __future__ import annotations
 
-import socket as _socket
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from server_framework.sockets import Address, SocketProxy
 
 if TYPE_CHECKING:
     from server_framework.backend import AsyncBackend
 
 __all__ = [
-    "Address",
     "DatagramClient",
     "DatagramRequestHandler",
     "RecvParams",
-    "SocketProxy",
     "StreamClient",
     "StreamRequestHandler",
 ]
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
-
-#: A peer or local address: ``(host, port)`` for TCP/UDP (IPv6 flow info and scope dropped),
-#: a path (``str``) for Unix sockets (``""`` for an unnamed Unix peer).
-Address: TypeAlias = tuple[str, int] | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,59 +57,6 @@ class RecvParams:
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout < 0:
             raise ValueError(f"timeout must be >= 0 or None, got {self.timeout}")
-
-
-class SocketProxy:
-    """A view of a connection's socket, for options and addresses, whatever the event loop.
-
-    Reading and writing data through it is deliberately impossible: the server owns the
-    socket's I/O. Use it for ``setsockopt`` (e.g. ``TCP_NODELAY``, ``SO_KEEPALIVE``),
-    ``getsockopt``, ``getsockname``/``getpeername`` and ``fileno``.
-    """
-
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: Any) -> None:
-        self._sock = sock
-
-    @property
-    def family(self) -> _socket.AddressFamily:
-        """The address family (``AF_INET``, ``AF_INET6``, ``AF_UNIX``)."""
-        return _socket.AddressFamily(self._sock.family)
-
-    @property
-    def type(self) -> _socket.SocketKind:
-        """The socket type (``SOCK_STREAM`` or ``SOCK_DGRAM``)."""
-        return _socket.SocketKind(self._sock.type)
-
-    def fileno(self) -> int:
-        """The file descriptor (-1 once closed)."""
-        fd: int = self._sock.fileno()
-        return fd
-
-    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
-        """Return a socket option's value, as :meth:`socket.socket.getsockopt`."""
-        value: int | bytes = (
-            self._sock.getsockopt(level, option)
-            if buflen is None
-            else self._sock.getsockopt(level, option, buflen)
-        )
-        return value
-
-    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
-        """Set a socket option, as :meth:`socket.socket.setsockopt`."""
-        self._sock.setsockopt(level, option, value)
-
-    def getsockname(self) -> Any:
-        """The socket's own address, as the OS reports it."""
-        return self._sock.getsockname()
-
-    def getpeername(self) -> Any:
-        """The peer's address, as the OS reports it (stream sockets only)."""
-        return self._sock.getpeername()
-
-    def __repr__(self) -> str:
-        return f"<SocketProxy fd={self.fileno()}>"
 
 
 class StreamClient(ABC, Generic[ResponseT]):

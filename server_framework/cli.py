@@ -77,7 +77,7 @@ from server_framework.config import (
 )
 from server_framework.log import configure_logging, resolve_format
 from server_framework.servers import AsyncDatagramServerBase, AsyncStreamServerBase
-from server_framework.servers._sockets import UnixSocketFile, bind_inet, bind_unix
+from server_framework.sockets import UnixSocketFile, bind_inet, bind_unix
 from server_framework.workers import Supervisor, WorkerSpec, notify_ready, watch_parent
 
 __all__ = [

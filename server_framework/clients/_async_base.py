@@ -29,16 +29,15 @@ from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any, Self
 
-from handlers.base import Address, SocketProxy
 from protocols import StreamDecoder
 from server_framework.backend import AsyncBackend, CancelScope, current
 from server_framework.exceptions import BusyResourceError
+from server_framework.sockets import Address, SocketProxy, normalize_address
 
 from ._common import (
     check_timeout,
     closed_error,
     connect_timeout_error,
-    normalize_address,
 )
 
 __all__ = [

@@ -38,7 +38,6 @@ __all__ = [
     "connection_lost_error",
     "datagram_error",
     "describe",
-    "normalize_address",
     "peer_closed_error",
     "receive_timeout_error",
     "resolve",
@@ -59,18 +58,6 @@ MAX_DATAGRAM_SIZE: Final = 65536
 #: Attempts at binding a fresh random path for a Unix datagram client (a collision of 64 random
 #: bits is only a stale file left by a crashed process, so a few tries are plenty).
 _BIND_ATTEMPTS: Final = 8
-
-
-def normalize_address(address: Any) -> tuple[str, int] | str:
-    """``(host, port)`` for IP addresses (dropping IPv6 flow info and scope), else the path.
-
-    The same normalization as the servers' addresses: ``""`` for an unnamed Unix socket.
-    """
-    if isinstance(address, tuple):
-        return (str(address[0]), int(address[1]))
-    if isinstance(address, bytes):
-        return os.fsdecode(address)
-    return "" if address is None else str(address)
 
 
 def describe(address: Any) -> str:

@@ -34,8 +34,8 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from handlers.base import Address, SocketProxy
 from protocols import DatagramProtocol, FramingError, StreamDecoder, StreamProtocol
+from server_framework.sockets import Address, SocketProxy, normalize_address
 
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -49,7 +49,6 @@ from ._common import (
     connection_lost_error,
     datagram_error,
     describe,
-    normalize_address,
     peer_closed_error,
     receive_timeout_error,
     resolve,

@@ -15,14 +15,14 @@ import ssl as _ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from handlers.base import Address, SocketProxy, StreamClient
+from handlers.base import StreamClient
 from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
+from server_framework.sockets import Address, SocketProxy, normalize_address
 
 from ._asyncio_driver import AsyncIODriver, drain_tasks
 from ._base import _Listener
 from ._driver import Blocked, RateLimitedLog, bind_log_context, logger, next_conn_id
-from ._sockets import normalize_address
 
 if TYPE_CHECKING:
     from ._stream import AsyncStreamServerBase

@@ -18,10 +18,8 @@ from typing import Any, Final, Self
 
 import structlog
 
-from handlers.base import Address
 from server_framework.backend import AsyncBackend, Event, current
-
-from ._sockets import UnixSocketFile, normalize_address
+from server_framework.sockets import Address, UnixSocketFile, normalize_address
 
 __all__ = ["AsyncBaseServer"]
 

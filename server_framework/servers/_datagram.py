@@ -21,10 +21,10 @@ from typing import Any, Final, Generic, TypeVar
 from handlers.base import DatagramRequestHandler
 from protocols import DatagramProtocol
 from server_framework.backend import AsyncBackend
+from server_framework.sockets import bind_inet, bind_unix, check_adopted
 
 from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
 from ._driver import RateLimitedLog
-from ._sockets import bind_inet, bind_unix, check_adopted
 
 __all__ = ["AsyncDatagramServerBase", "AsyncUDPServer", "AsyncUnixDatagramServer"]
 

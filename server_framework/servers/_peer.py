@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from handlers.base import Address, DatagramClient, SocketProxy
+from handlers.base import DatagramClient
 from server_framework.backend import AsyncBackend
-
-from ._sockets import normalize_address
+from server_framework.sockets import Address, SocketProxy, normalize_address
 
 __all__ = ["DatagramPeer"]
 

@@ -24,9 +24,10 @@ import threading
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
-from handlers.base import Address, DatagramRequestHandler, StreamRequestHandler
+from handlers.base import DatagramRequestHandler, StreamRequestHandler
 from protocols import DatagramProtocol, StreamProtocol
 from server_framework.backend import BackendName, ThreadsPortal, current, run
+from server_framework.sockets import Address
 
 from ._base import AsyncBaseServer
 from ._datagram import AsyncUDPServer, AsyncUnixDatagramServer

@@ -11,9 +11,9 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from handlers.base import StreamRequestHandler
 from protocols import StreamProtocol, TrustedProxies
 from server_framework.backend import AsyncBackend
+from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, check_adopted
 
 from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
-from ._sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, check_adopted
 
 __all__ = ["AsyncStreamServerBase", "AsyncTCPServer", "AsyncUnixStreamServer"]
 

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from handlers.base import Address, SocketProxy, StreamClient
+from handlers.base import StreamClient
 from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+from server_framework.sockets import Address, SocketProxy, normalize_address
 
 from ._base import _Listener
 from ._driver import (
@@ -40,7 +41,6 @@ from ._driver import (
     logger,
     next_conn_id,
 )
-from ._sockets import normalize_address
 
 if TYPE_CHECKING:
     from ._stream import AsyncStreamServerBase

@@ -1,4 +1,8 @@
-"""Creating and binding listening sockets, the same way for every event loop.
+"""Sockets, the same way for servers, clients and the command line, on every event loop.
+
+The types a handler or client sees: `Address` (what ``peer_address`` and ``local_address``
+return) and `SocketProxy` (a connection's socket, for options only). Then the plumbing:
+`normalize_address`, and binding listening sockets before the loop-specific part starts.
 
 Binding happens before the loop-specific part starts, with plain :mod:`socket` calls:
 - ``host=None`` binds every interface: ``::`` (with ``IPV6_V6ONLY``) and ``0.0.0.0``, on one
@@ -19,16 +23,85 @@ import os
 import socket
 import stat
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final, TypeAlias
 
-__all__ = ["UnixSocketFile", "bind_inet", "bind_unix", "check_adopted", "normalize_address"]
+__all__ = [
+    "DEFAULT_BACKLOG",
+    "Address",
+    "SocketProxy",
+    "UnixSocketFile",
+    "bind_inet",
+    "bind_unix",
+    "check_adopted",
+    "normalize_address",
+]
 
 #: Listen backlog: the kernel caps it at net.core.somaxconn anyway (4096 on current kernels).
-DEFAULT_BACKLOG = 4096
+DEFAULT_BACKLOG: Final = 4096
+
+#: A peer or local address: ``(host, port)`` for TCP/UDP (IPv6 flow info and scope dropped),
+#: a path (``str``) for Unix sockets (``""`` for an unnamed Unix peer).
+Address: TypeAlias = tuple[str, int] | str
 
 
-def normalize_address(address: Any) -> tuple[str, int] | str:
-    """``(host, port)`` for IP addresses (dropping IPv6 flow info and scope), else the path."""
+class SocketProxy:
+    """A view of a connection's socket, for options and addresses, whatever the event loop.
+
+    Reading and writing data through it is deliberately impossible: the server owns the
+    socket's I/O. Use it for ``setsockopt`` (e.g. ``TCP_NODELAY``, ``SO_KEEPALIVE``),
+    ``getsockopt``, ``getsockname``/``getpeername`` and ``fileno``.
+    """
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        """The address family (``AF_INET``, ``AF_INET6``, ``AF_UNIX``)."""
+        return socket.AddressFamily(self._sock.family)
+
+    @property
+    def type(self) -> socket.SocketKind:
+        """The socket type (``SOCK_STREAM`` or ``SOCK_DGRAM``)."""
+        return socket.SocketKind(self._sock.type)
+
+    def fileno(self) -> int:
+        """The file descriptor (-1 once closed)."""
+        fd: int = self._sock.fileno()
+        return fd
+
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> int | bytes:
+        """Return a socket option's value, as :meth:`socket.socket.getsockopt`."""
+        value: int | bytes = (
+            self._sock.getsockopt(level, option)
+            if buflen is None
+            else self._sock.getsockopt(level, option, buflen)
+        )
+        return value
+
+    def setsockopt(self, level: int, option: int, value: int | bytes) -> None:
+        """Set a socket option, as :meth:`socket.socket.setsockopt`."""
+        self._sock.setsockopt(level, option, value)
+
+    def getsockname(self) -> Any:
+        """The socket's own address, as the OS reports it."""
+        return self._sock.getsockname()
+
+    def getpeername(self) -> Any:
+        """The peer's address, as the OS reports it (stream sockets only)."""
+        return self._sock.getpeername()
+
+    def __repr__(self) -> str:
+        return f"<SocketProxy fd={self.fileno()}>"
+
+
+def normalize_address(address: Any) -> Address:
+    """``(host, port)`` for IP addresses (dropping IPv6 flow info and scope), else the path.
+
+    ``""`` for an unnamed Unix socket (or ``None``).
+    """
     if isinstance(address, tuple):
         return (str(address[0]), int(address[1]))
     if isinstance(address, bytes):
