@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from server_framework.backend import AsyncBackend
-    from server_framework.clients._transport import Connector
-    from server_framework.servers._base import Listener
+    from server_framework.clients._async_base import Connector
+    from server_framework.servers._base import _Listener as Listener
 
 __all__ = ["connector", "datagram_listener", "is_trio", "stream_listener"]
 
@@ -29,10 +29,10 @@ def is_trio(backend: AsyncBackend) -> bool:
 def stream_listener(backend: AsyncBackend) -> type[Listener]:
     """The stream server listener class (TCP, TLS, Unix stream) for ``backend``'s loop."""
     if is_trio(backend):
-        from server_framework.servers._trio import TrioStreamListener  # noqa: PLC0415
+        from server_framework.servers._trio_stream import TrioStreamListener  # noqa: PLC0415
 
         return TrioStreamListener
-    from server_framework.servers._asyncio import AsyncIOStreamListener  # noqa: PLC0415
+    from server_framework.servers._asyncio_stream import AsyncIOStreamListener  # noqa: PLC0415
 
     return AsyncIOStreamListener
 
@@ -40,10 +40,10 @@ def stream_listener(backend: AsyncBackend) -> type[Listener]:
 def datagram_listener(backend: AsyncBackend) -> type[Listener]:
     """The datagram server listener class (UDP, Unix datagram) for ``backend``'s loop."""
     if is_trio(backend):
-        from server_framework.servers._trio import TrioDatagramListener  # noqa: PLC0415
+        from server_framework.servers._trio_datagram import TrioDatagramListener  # noqa: PLC0415
 
         return TrioDatagramListener
-    from server_framework.servers._asyncio import AsyncIODatagramListener  # noqa: PLC0415
+    from server_framework.servers._asyncio_datagram import AsyncIODatagramListener  # noqa: PLC0415
 
     return AsyncIODatagramListener
 
