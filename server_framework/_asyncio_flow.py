@@ -24,8 +24,8 @@ __all__ = ["READ_HIGH_WATER", "FlowControl"]
 READ_HIGH_WATER: Final = 64 * 1024
 
 
-class FlowControl:
-    """Write pausing and read pausing for an ``asyncio.Protocol`` subclass (a mixin).
+class FlowControl(asyncio.Protocol):
+    """Write pausing and read pausing: the flow-control half of an ``asyncio.Protocol``.
 
     The class using it declares the slots ``_loop``, ``_transport``, ``_write_paused``,
     ``_drain_waiter`` and ``_reading_paused`` (mixins cannot add slots to a slotted class),
