@@ -27,6 +27,8 @@ from typing import Any, Final, TypeAlias
 
 __all__ = [
     "DEFAULT_BACKLOG",
+    "MAX_DATAGRAM_SIZE",
+    "RECEIVE_SIZE",
     "Address",
     "SocketProxy",
     "UnixSocketFile",
@@ -38,6 +40,12 @@ __all__ = [
 
 #: Listen backlog: the kernel caps it at net.core.somaxconn anyway (4096 on current kernels).
 DEFAULT_BACKLOG: Final = 4096
+#: Bytes asked of each stream receive call, by servers and clients alike: one read takes up to
+#: 64 KiB of pipelined frames, all handled before the socket is read again.
+RECEIVE_SIZE: Final = 65536
+#: Largest datagram received: the largest UDP payload is 65,507 bytes; a Unix datagram may be
+#: larger, and the kernel truncates it to the buffer.
+MAX_DATAGRAM_SIZE: Final = 65536
 
 #: A peer or local address: ``(host, port)`` for TCP/UDP (IPv6 flow info and scope dropped),
 #: a path (``str``) for Unix sockets (``""`` for an unnamed Unix peer).
