@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from server_framework.backend import AsyncBackend
     from server_framework.clients._async_base import Connector
-    from server_framework.servers._base import _Listener as Listener
+    from server_framework.servers._base import Listener
+    from server_framework.servers._options import DatagramOptions, StreamOptions
 
 __all__ = ["connector", "datagram_listener", "is_trio", "stream_listener"]
 
@@ -26,24 +27,24 @@ def is_trio(backend: AsyncBackend) -> bool:
     return backend.name == "trio"
 
 
-def stream_listener(backend: AsyncBackend) -> type[Listener]:
+def stream_listener(backend: AsyncBackend) -> type[Listener[StreamOptions]]:
     """The stream server listener class (TCP, TLS, Unix stream) for ``backend``'s loop."""
     if is_trio(backend):
-        from server_framework.servers._trio_stream import TrioStreamListener  # noqa: PLC0415
+        from server_framework.servers._trio import TrioStreamListener  # noqa: PLC0415
 
         return TrioStreamListener
-    from server_framework.servers._asyncio_stream import AsyncIOStreamListener  # noqa: PLC0415
+    from server_framework.servers._asyncio import AsyncIOStreamListener  # noqa: PLC0415
 
     return AsyncIOStreamListener
 
 
-def datagram_listener(backend: AsyncBackend) -> type[Listener]:
+def datagram_listener(backend: AsyncBackend) -> type[Listener[DatagramOptions]]:
     """The datagram server listener class (UDP, Unix datagram) for ``backend``'s loop."""
     if is_trio(backend):
-        from server_framework.servers._trio_datagram import TrioDatagramListener  # noqa: PLC0415
+        from server_framework.servers._trio import TrioDatagramListener  # noqa: PLC0415
 
         return TrioDatagramListener
-    from server_framework.servers._asyncio_datagram import AsyncIODatagramListener  # noqa: PLC0415
+    from server_framework.servers._asyncio import AsyncIODatagramListener  # noqa: PLC0415
 
     return AsyncIODatagramListener
 

@@ -1,13 +1,17 @@
 """Asynchronous and standalone servers: TCP (and TLS), UDP, Unix stream, Unix datagram."""
 
-from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer
-from ._datagram import (
+from ._base import AsyncBaseServer
+from ._datagram import AsyncDatagramServerBase, AsyncUDPServer, AsyncUnixDatagramServer
+from ._options import (
     DEFAULT_CLIENT_IDLE_TIMEOUT,
     DEFAULT_CLIENT_QUEUE_SIZE,
     DEFAULT_MAX_CLIENTS,
-    AsyncDatagramServerBase,
-    AsyncUDPServer,
-    AsyncUnixDatagramServer,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROXY_ALLOW,
+    DEFAULT_PROXY_HEADER_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+    DEFAULT_SSL_SHUTDOWN_TIMEOUT,
 )
 from ._standalone import (
     StandaloneServer,
@@ -16,16 +20,7 @@ from ._standalone import (
     StandaloneUnixDatagramServer,
     StandaloneUnixStreamServer,
 )
-from ._stream import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PROXY_ALLOW,
-    DEFAULT_PROXY_HEADER_TIMEOUT,
-    DEFAULT_SSL_HANDSHAKE_TIMEOUT,
-    DEFAULT_SSL_SHUTDOWN_TIMEOUT,
-    AsyncStreamServerBase,
-    AsyncTCPServer,
-    AsyncUnixStreamServer,
-)
+from ._stream import AsyncStreamServerBase, AsyncTCPServer, AsyncUnixStreamServer
 
 __all__ = [
     "DEFAULT_CLIENT_IDLE_TIMEOUT",

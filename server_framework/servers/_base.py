@@ -9,29 +9,42 @@ entered on its exit stack, the sockets, and any Unix socket file we created.
 
 from __future__ import annotations
 
-import math
 import socket
 from abc import ABC, abstractmethod
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Final, Generic, Self, TypeVar
 
 import structlog
 
 from server_framework.backend import AsyncBackend, Event, current
 from server_framework.sockets import Address, UnixSocketFile, normalize_address
 
-__all__ = ["AsyncBaseServer"]
+from ._options import DatagramOptions, StreamOptions
+
+__all__ = ["AsyncBaseServer", "Listener"]
 
 logger: Final = structlog.get_logger("server_framework.servers")
 
-#: Default grace period of a shutdown: under Kubernetes' 30 s termination grace period, long
-#: enough for ordinary requests to finish.
-DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+OptionsT = TypeVar("OptionsT", bound=StreamOptions | DatagramOptions)
 
 
-class _Listener(ABC):
-    """The loop-specific part of a server (one implementation per event loop)."""
+class Listener(ABC, Generic[OptionsT]):
+    """The loop-specific part of a server (one implementation per event loop).
+
+    It gets the server's options, its bound sockets and the backend, never the server itself.
+    """
+
+    def __init__(self, options: OptionsT, sockets: list[socket.socket], backend: AsyncBackend):
+        self.options: OptionsT = options
+        self.sockets = sockets
+        self.backend = backend
+        #: The ``stop`` event of `serve`: set once the server is asked to shut down.
+        self.stop: Event | None = None
+
+    def stopping(self) -> bool:
+        """True once the server is shutting down: new peers are refused."""
+        return self.stop is not None and self.stop.is_set()
 
     @abstractmethod
     async def serve(self, stop: Event) -> None:
@@ -42,7 +55,7 @@ class _Listener(ABC):
         """Release what the listener holds if ``serve`` never ran."""
 
 
-class AsyncBaseServer(ABC):
+class AsyncBaseServer(ABC, Generic[OptionsT]):
     """What every asynchronous server offers, whatever its transport.
 
     Usage::
@@ -51,16 +64,13 @@ class AsyncBaseServer(ABC):
             await server.serve_forever()
     """
 
-    def __init__(self, handler: Any, *, shutdown_timeout: float) -> None:
-        if shutdown_timeout < 0 or math.isnan(shutdown_timeout):
-            raise ValueError(f"shutdown_timeout must be >= 0, got {shutdown_timeout}")
-        self._handler = handler
-        self._shutdown_timeout = shutdown_timeout
+    def __init__(self, options: OptionsT) -> None:
+        self._options: OptionsT = options
         self._backend: AsyncBackend | None = None
         self._sockets: list[socket.socket] = []
         self._unix_file: UnixSocketFile | None = None
         self._exit_stack: AsyncExitStack | None = None
-        self._listener: _Listener | None = None
+        self._listener: Listener[OptionsT] | None = None
         self._stop_event: Event | None = None
         self._stopped_event: Event | None = None
         self._stop_requested = False
@@ -75,7 +85,7 @@ class AsyncBaseServer(ABC):
         """Create and bind ``self._sockets`` (and ``self._unix_file``)."""
 
     @abstractmethod
-    def _make_listener(self, backend: AsyncBackend) -> _Listener:
+    def _make_listener(self, backend: AsyncBackend) -> Listener[OptionsT]:
         """Return the loop-specific listener for the bound sockets."""
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -94,7 +104,7 @@ class AsyncBaseServer(ABC):
         try:
             await stack.__aenter__()
             self._exit_stack = stack
-            await self._handler.service_init(stack, self)
+            await self._options.handler.service_init(stack, self)
             self._listener = self._make_listener(backend)
         except BaseException:
             await self._close_resources()

@@ -16,31 +16,30 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from handlers.base import DatagramRequestHandler
 from protocols import DatagramProtocol
+from server_framework import _loops
 from server_framework.backend import AsyncBackend
 from server_framework.sockets import bind_inet, bind_unix, check_adopted
 
-from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
-from ._driver import RateLimitedLog
+from ._base import AsyncBaseServer, Listener
+from ._options import (
+    DEFAULT_CLIENT_IDLE_TIMEOUT,
+    DEFAULT_CLIENT_QUEUE_SIZE,
+    DEFAULT_MAX_CLIENTS,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DatagramOptions,
+)
 
 __all__ = ["AsyncDatagramServerBase", "AsyncUDPServer", "AsyncUnixDatagramServer"]
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 
-#: Peers served at once (each costs a task and a handler generator, a few KiB).
-DEFAULT_MAX_CLIENTS: Final = 10_000
-#: Datagrams waiting per peer while its handler is busy. A peer that sends faster than its
-#: handler answers loses the excess, as it would in the kernel's socket buffer.
-DEFAULT_CLIENT_QUEUE_SIZE: Final = 64
-#: Seconds of silence after which a peer's client (task, generator, state) is dropped.
-DEFAULT_CLIENT_IDLE_TIMEOUT: Final = 30.0
 
-
-class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
+class AsyncDatagramServerBase(AsyncBaseServer[DatagramOptions], Generic[RequestT, ResponseT]):
     """What :class:`AsyncUDPServer` and :class:`AsyncUnixDatagramServer` share."""
 
     def __init__(
@@ -53,31 +52,21 @@ class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     ) -> None:
-        if not isinstance(protocol, DatagramProtocol):
-            raise TypeError(f"expected a DatagramProtocol, got {protocol!r}")
-        if not isinstance(handler, DatagramRequestHandler):
-            raise TypeError(f"expected a DatagramRequestHandler instance, got {handler!r}")
-        if max_clients < 1:
-            raise ValueError(f"max_clients must be >= 1, got {max_clients}")
-        if client_queue_size < 1:
-            raise ValueError(f"client_queue_size must be >= 1, got {client_queue_size}")
-        if not client_idle_timeout > 0:
-            raise ValueError(f"client_idle_timeout must be > 0, got {client_idle_timeout}")
-        super().__init__(handler, shutdown_timeout=shutdown_timeout)
-        self._protocol = protocol
-        self._handler: DatagramRequestHandler[RequestT, ResponseT] = handler
-        self._max_clients = max_clients
-        self._client_queue_size = client_queue_size
-        self._idle_timeout: float | None = client_idle_timeout
-        self._drops = RateLimitedLog("dropping datagram")
+        super().__init__(
+            DatagramOptions(
+                protocol=protocol,
+                handler=handler,
+                max_clients=max_clients,
+                client_queue_size=client_queue_size,
+                client_idle_timeout=client_idle_timeout,
+                shutdown_timeout=shutdown_timeout,
+            )
+        )
 
     @property
     def dropped_datagrams(self) -> int:
         """Datagrams dropped so far because a limit was reached (see the module docs)."""
-        return self._drops.count
-
-    def _count_drop(self, reason: str) -> None:
-        self._drops(reason=reason)
+        return self._options.drops.count
 
     @classmethod
     def from_sockets(
@@ -103,14 +92,8 @@ class AsyncDatagramServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         """
         return _AdoptedDatagramServer(list(sockets), protocol, handler, **options)
 
-    def _make_listener(self, backend: AsyncBackend) -> _Listener:
-        if backend.name == "trio":
-            from ._trio_datagram import TrioDatagramListener  # noqa: PLC0415
-
-            return TrioDatagramListener(self, self._sockets, backend)
-        from ._asyncio_datagram import AsyncIODatagramListener  # noqa: PLC0415
-
-        return AsyncIODatagramListener(self, self._sockets, backend)
+    def _make_listener(self, backend: AsyncBackend) -> Listener[DatagramOptions]:
+        return _loops.datagram_listener(backend)(self._options, self._sockets, backend)
 
 
 class _AdoptedDatagramServer(AsyncDatagramServerBase[RequestT, ResponseT]):

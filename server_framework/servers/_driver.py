@@ -37,6 +37,7 @@ from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
 __all__ = [
     "IDLE_TIMEOUT",
+    "READ_BATCH",
     "REQUEST_TIMEOUT",
     "Blocked",
     "ConnectionDriver",
@@ -57,6 +58,9 @@ next_conn_id: Final = itertools.count(1).__next__
 #: expired first.
 REQUEST_TIMEOUT: Final = object()
 IDLE_TIMEOUT: Final = object()
+#: Datagrams read per wake-up of a datagram socket, on every loop (libuv reads up to 32): a
+#: flood costs one loop trip per batch, and cannot starve timers and other connections.
+READ_BATCH: Final = 64
 
 _get_hooks = sys.get_asyncgen_hooks
 _set_hooks = sys.set_asyncgen_hooks
@@ -184,7 +188,6 @@ class ConnectionDriver:
         "_params",
         "_protocol",
         "_respond",
-        "_server",
         "_stopping",
         "id",
         "state",
@@ -194,13 +197,11 @@ class ConnectionDriver:
 
     def __init__(
         self,
-        server: Any,
         handler: Any,
         protocol: Any,
         decoder: StreamDecoder[Any] | DatagramInbox,
         conn_id: int,
     ) -> None:
-        self._server = server
         self._handler = handler
         self._protocol = protocol
         self._decoder = decoder

@@ -43,7 +43,7 @@ __all__ = [
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
-ServerT = TypeVar("ServerT", bound=AsyncBaseServer)
+ServerT = TypeVar("ServerT", bound=AsyncBaseServer[Any])
 
 
 class StandaloneServer(Generic[ServerT]):

@@ -6,44 +6,32 @@ import os
 import socket
 import ssl as _ssl
 from collections.abc import Iterable, Sequence
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from handlers.base import StreamRequestHandler
 from protocols import StreamProtocol, TrustedProxies
+from server_framework import _loops
 from server_framework.backend import AsyncBackend
 from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, check_adopted
 
-from ._base import DEFAULT_SHUTDOWN_TIMEOUT, AsyncBaseServer, _Listener
+from ._base import AsyncBaseServer, Listener
+from ._options import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROXY_ALLOW,
+    DEFAULT_PROXY_HEADER_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SSL_HANDSHAKE_TIMEOUT,
+    DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    StreamOptions,
+)
 
 __all__ = ["AsyncStreamServerBase", "AsyncTCPServer", "AsyncUnixStreamServer"]
 
 RequestT = TypeVar("RequestT")
 ResponseT = TypeVar("ResponseT")
 
-#: Default connection limit. Each idle connection costs a few KiB of memory plus a file
-#: descriptor; raise it (and ``ulimit -n``) for large fan-in.
-DEFAULT_MAX_CONNECTIONS: Final = 10_000
-#: TLS handshake deadline: a client that connects and never completes its handshake is closed
-#: after this many seconds (asyncio's own default is 60 s; 10 s is plenty on any network).
-DEFAULT_SSL_HANDSHAKE_TIMEOUT: Final = 10.0
-#: TLS close_notify exchange deadline on close.
-DEFAULT_SSL_SHUTDOWN_TIMEOUT: Final = 10.0
-#: Who may send a PROXY protocol header unless told otherwise: a load balancer on this host.
-DEFAULT_PROXY_ALLOW: Final = ("127.0.0.0/8", "::1/128", "unix")
-#: Deadline for the PROXY header after accept (the spec suggests at least 3 s).
-DEFAULT_PROXY_HEADER_TIMEOUT: Final = 5.0
 
-
-def _check_positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
-    if value is None:
-        if not allow_none:
-            raise ValueError(f"{name} must be given")
-        return
-    if not value > 0:  # also rejects NaN
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
+class AsyncStreamServerBase(AsyncBaseServer[StreamOptions], Generic[RequestT, ResponseT]):
     """What :class:`AsyncTCPServer` and :class:`AsyncUnixStreamServer` share."""
 
     def __init__(
@@ -62,38 +50,23 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW,
         proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
     ) -> None:
-        if not isinstance(protocol, StreamProtocol):
-            raise TypeError(f"expected a StreamProtocol, got {protocol!r}")
-        if not isinstance(handler, StreamRequestHandler):
-            raise TypeError(f"expected a StreamRequestHandler instance, got {handler!r}")
-        if max_connections < 1:
-            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
-        _check_positive("idle_timeout", idle_timeout)
-        _check_positive("ssl_handshake_timeout", ssl_handshake_timeout, allow_none=False)
-        _check_positive("ssl_shutdown_timeout", ssl_shutdown_timeout, allow_none=False)
-        _check_positive("proxy_header_timeout", proxy_header_timeout, allow_none=False)
-        if proxy_protocol not in (None, "v1", "v2", "auto"):
-            raise ValueError(
-                f"proxy_protocol must be 'v1', 'v2', 'auto' or None, got {proxy_protocol!r}"
+        super().__init__(
+            StreamOptions(
+                protocol=protocol,
+                handler=handler,
+                ssl=ssl,
+                backlog=backlog,
+                max_connections=max_connections,
+                idle_timeout=idle_timeout,
+                shutdown_timeout=shutdown_timeout,
+                ssl_handshake_timeout=ssl_handshake_timeout,
+                ssl_shutdown_timeout=ssl_shutdown_timeout,
+                proxy_protocol=proxy_protocol,
+                # One place decides who may send a PROXY header: checked on every connection.
+                proxy_trusted=TrustedProxies(proxy_allow) if proxy_protocol is not None else None,
+                proxy_header_timeout=proxy_header_timeout,
             )
-        if proxy_protocol is not None and ssl is not None:
-            raise ValueError(
-                "the PROXY protocol with ssl= is not supported yet: terminate TLS at the load "
-                "balancer, or run TLS without the PROXY protocol"
-            )
-        super().__init__(handler, shutdown_timeout=shutdown_timeout)
-        self._protocol = protocol
-        self._handler: StreamRequestHandler[RequestT, ResponseT] = handler
-        self._ssl = ssl
-        self._backlog = backlog
-        self._max_connections = max_connections
-        self._idle_timeout = idle_timeout
-        self._ssl_handshake_timeout = ssl_handshake_timeout
-        self._ssl_shutdown_timeout = ssl_shutdown_timeout
-        self._proxy_protocol = proxy_protocol
-        # One place decides who may send a PROXY header: checked on every accepted connection.
-        self._proxy_trusted = TrustedProxies(proxy_allow) if proxy_protocol is not None else None
-        self._proxy_header_timeout = proxy_header_timeout
+        )
 
     @classmethod
     def from_sockets(
@@ -119,14 +92,8 @@ class AsyncStreamServerBase(AsyncBaseServer, Generic[RequestT, ResponseT]):
         """
         return _AdoptedStreamServer(list(sockets), protocol, handler, **options)
 
-    def _make_listener(self, backend: AsyncBackend) -> _Listener:
-        if backend.name == "trio":
-            from ._trio_stream import TrioStreamListener  # noqa: PLC0415  (trio only when used)
-
-            return TrioStreamListener(self, self._sockets, backend, self._ssl)
-        from ._asyncio_stream import AsyncIOStreamListener  # noqa: PLC0415
-
-        return AsyncIOStreamListener(self, self._sockets, backend, self._ssl)
+    def _make_listener(self, backend: AsyncBackend) -> Listener[StreamOptions]:
+        return _loops.stream_listener(backend)(self._options, self._sockets, backend)
 
 
 class _AdoptedStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
@@ -226,7 +193,7 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             self._host,
             self._port,
             socket.SOCK_STREAM,
-            backlog=self._backlog,
+            backlog=self._options.backlog,
             reuse_port=self._reuse_port,
         )
 
@@ -259,6 +226,6 @@ class AsyncUnixStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
 
     def _bind(self) -> None:
         sock, self._unix_file = bind_unix(
-            self._path, socket.SOCK_STREAM, backlog=self._backlog, mode=self._mode
+            self._path, socket.SOCK_STREAM, backlog=self._options.backlog, mode=self._mode
         )
         self._sockets = [sock]

@@ -1,18 +1,30 @@
-"""Stream server transport for trio: one task per connection over a trio ``Stream``.
+"""The servers on trio: stream connections, datagram peers, and their listeners.
 
-The task receives with ``receive_some`` (a fresh ``bytes`` per read, handed to the decoder
-without a copy; nothing is kept between reads, so an idle connection holds no receive buffer),
-handles every complete frame of the read in one synchronous batch (see ``_driver``), then sends
-the batch's replies with one ``send_all``. trio checkpoints on every socket call, so paying that
-once per read rather than once per frame is what makes pipelining cheap here.
+Streams: one task per connection. The task reads with a plain non-blocking ``recv`` on the
+stdlib socket and uses trio only to wait for readability (TLS goes through ``trio.SSLStream``);
+it handles every complete frame of the read in one synchronous batch (see ``_driver``), then
+sends the batch's replies with one non-blocking ``send`` (a helper task or trio's own send
+only when the kernel does not take it all). trio checkpoints on every socket call, so paying
+that once per read rather than once per frame is what makes pipelining cheap here. Nothing is
+kept between reads: an idle connection holds no receive buffer.
 
 trio's checkpoints are the cost to watch (each one is a trip through the scheduler), so:
-- plain TCP and Unix connections use the trio socket directly (TLS goes through SSLStream);
 - sends are serialized by a flag, and only contending senders park (a ParkingLot created on
   first contention), instead of a Lock whose acquire checkpoints on every send;
 - waiting for data needs no cancel scope of its own unless a timeout is set: to wake a parked
   connection (close requested, server stopping) the connection-wide scope is cancelled, which
   is right since either reason ends the connection.
+
+The accept loop backs off for ``ACCEPT_RETRY_DELAY`` when accept() fails for lack of
+descriptors or memory, and counts a connection against ``max_connections`` as soon as it is
+accepted (before any TLS handshake or PROXY header).
+
+Datagrams: one receiver task per socket. After each ``await recvfrom`` (one trip through the
+scheduler) it drains up to ``READ_BATCH - 1`` more datagrams that are already waiting with
+non-blocking reads, so a busy socket costs one checkpoint per batch, not per datagram. Each
+datagram goes to its peer's client, whose own task runs the handler. Sending tries a
+non-blocking ``sendto`` first; only when the socket buffer is full does the sender wait (under
+a lock, since trio allows one task at a time to wait for writability).
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ import errno
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import trio
 
@@ -29,24 +41,31 @@ from handlers.base import StreamClient
 from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
-from server_framework.sockets import Address, SocketProxy, normalize_address
+from server_framework.sockets import (
+    MAX_DATAGRAM_SIZE,
+    RECEIVE_SIZE,
+    Address,
+    SocketProxy,
+    normalize_address,
+)
 
-from ._base import _Listener
+from ._base import Listener
 from ._driver import (
     IDLE_TIMEOUT,
+    READ_BATCH,
     REQUEST_TIMEOUT,
     ConnectionDriver,
+    DatagramInbox,
     RateLimitedLog,
     bind_log_context,
     logger,
     next_conn_id,
 )
+from ._options import DatagramOptions, StreamOptions
+from ._peer import DatagramPeer
 
-if TYPE_CHECKING:
-    from ._stream import AsyncStreamServerBase
+__all__ = ["TrioDatagramListener", "TrioStreamListener"]
 
-#: Bytes asked of each ``receive_some``: one read takes up to 64 KiB of pipelined frames.
-RECEIVE_SIZE: Final = 65536
 #: Back-off after accept() fails for lack of descriptors or memory: retrying at once would spin.
 ACCEPT_RETRY_DELAY: Final = 0.1
 _RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -71,9 +90,9 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     )
 
     def __init__(self, listener: TrioStreamListener, raw: socket.socket, peer: Any) -> None:
-        server = listener.server
-        protocol = server._protocol
-        super().__init__(server, server._handler, protocol, protocol.decoder(), next_conn_id())
+        options = listener.options
+        protocol = options.protocol
+        super().__init__(options.handler, protocol, protocol.decoder(), next_conn_id())
         self._listener = listener
         self._raw = raw  # the stdlib socket: plain non-blocking I/O first, trio only to wait
         self._sock = trio.socket.from_stdlib_socket(raw)
@@ -131,12 +150,13 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         try:
             with trio.CancelScope() as self._scope:
                 if (
-                    listener.server._proxy_trusted is not None
+                    listener.options.proxy_trusted is not None
                     and not await self._read_proxy_header()
                 ):
                     return
                 bind_log_context(conn_id=self.id, peer=self._peer_for_log())
-                if listener.ssl is not None and not await self._handshake(listener.ssl):
+                ssl = listener.options.ssl
+                if ssl is not None and not await self._handshake(ssl):
                     return
                 logger.debug("connection accepted")
                 await self._handler.on_connection(self)
@@ -194,15 +214,15 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     async def _read_proxy_header(self) -> bool:
         """Read the PROXY protocol header; False (after logging why) if we must close."""
         listener = self._listener
-        server = listener.server
-        trusted = server._proxy_trusted
+        options = listener.options
+        trusted = options.proxy_trusted
         assert trusted is not None
         if not trusted.is_trusted(self._sock.getpeername() if self._peer == "" else self._peer):
             listener.refuse_proxy(reason="untrusted peer", peer=str(self._peer))
             return False
-        parser = ProxyHeaderParser(server._proxy_protocol or "auto")
+        parser = ProxyHeaderParser(options.proxy_protocol or "auto")
         header = None
-        with trio.move_on_after(server._proxy_header_timeout):
+        with trio.move_on_after(options.proxy_header_timeout):
             try:
                 while header is None:
                     data = await self._sock.recv(RECEIVE_SIZE)
@@ -230,7 +250,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         )
         self._receive = stream.receive_some
         self._send_all = stream.send_all
-        with trio.move_on_after(self._listener.server._ssl_handshake_timeout) as scope:
+        with trio.move_on_after(self._listener.options.ssl_handshake_timeout) as scope:
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
@@ -245,7 +265,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         """Receive more data, or notice EOF (``None``), or time out (the timeout's marker)."""
         if self._eof or self._should_stop():
             return None
-        timeout, marker = self._wait_timeout(self._listener.server._idle_timeout)
+        timeout, marker = self._wait_timeout(self._listener.options.idle_timeout)
         self._parked = True
         try:
             if timeout is None:
@@ -351,33 +371,27 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         await self._close_generator()
         await self._notify_disconnection()
         # Replies still being sent by a helper task go out before the socket closes.
-        with trio.move_on_after(self._listener.server._ssl_shutdown_timeout):
+        close_timeout = self._listener.options.ssl_shutdown_timeout
+        with trio.move_on_after(close_timeout):
             while self._sending:
                 lot = self._send_lot
                 if lot is None:
                     lot = self._send_lot = trio.lowlevel.ParkingLot()
                 await lot.park()
         if self._tls is not None:
-            with trio.move_on_after(self._listener.server._ssl_shutdown_timeout):
+            with trio.move_on_after(close_timeout):
                 await self._tls.aclose()
         self._sock.close()
         logger.debug("connection closed")
 
 
-class TrioStreamListener(_Listener):
+class TrioStreamListener(Listener[StreamOptions]):
     """Runs one stream server's accept loops and connection tasks on trio."""
 
     def __init__(
-        self,
-        server: AsyncStreamServerBase[Any, Any],
-        sockets: list[socket.socket],
-        backend: AsyncBackend,
-        ssl_context: _ssl.SSLContext | None,
+        self, options: StreamOptions, sockets: list[socket.socket], backend: AsyncBackend
     ) -> None:
-        self.server = server
-        self.backend = backend
-        self.ssl = ssl_context
-        self.sockets = sockets
+        super().__init__(options, sockets, backend)
         self.connections: set[TrioStreamConnection] = set()
         self._refusals = RateLimitedLog("refusing connection: max_connections reached")
         self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
@@ -393,7 +407,8 @@ class TrioStreamListener(_Listener):
             self._drained.set()
 
     async def serve(self, stop: Event) -> None:
-        grace = self.server._shutdown_timeout
+        self.stop = stop
+        grace = self.options.shutdown_timeout
         async with trio.open_nursery() as connections:
             self.nursery = connections
             try:
@@ -427,7 +442,7 @@ class TrioStreamListener(_Listener):
         nursery.cancel_scope.cancel()
 
     async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
-        server = self.server
+        limit = self.options.max_connections
         while True:
             try:
                 conn_sock, peer = sock.accept()
@@ -440,9 +455,9 @@ class TrioStreamListener(_Listener):
                 self._accept_failures(error=str(exc))
                 await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
-            if len(self.connections) >= server._max_connections:
+            if len(self.connections) >= limit:
                 conn_sock.close()
-                self._refusals(max_connections=server._max_connections)
+                self._refusals(max_connections=limit)
                 continue
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
@@ -452,3 +467,195 @@ class TrioStreamListener(_Listener):
             nursery.start_soon(conn.run)
             del conn  # this frame waits in accept() next: hold no finished connection alive
             await trio.lowlevel.checkpoint()  # a connection flood must not starve the others
+
+
+class TrioDatagramClient(ConnectionDriver, DatagramPeer):
+    """One peer address of a datagram server on trio."""
+
+    __slots__ = ("_address", "_endpoint", "_event")
+
+    def __init__(self, endpoint: TrioDatagramEndpoint, address: Any) -> None:
+        options = endpoint.options
+        protocol = options.protocol
+        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
+        super().__init__(options.handler, protocol, inbox, next_conn_id())
+        self._endpoint = endpoint
+        self._address = address
+        self._event: trio.Event | None = None
+
+    async def run(self) -> None:
+        """The client's task: handle its datagrams until it idles out or the server stops."""
+        try:
+            bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+            while True:
+                blocked = self._process()
+                if blocked is not None:
+                    await self._finish_blocked(blocked)
+                    continue
+                if self._should_stop():
+                    break
+                woke = await self._wait_data()
+                if woke is IDLE_TIMEOUT:
+                    break
+                if woke is REQUEST_TIMEOUT:
+                    await self._throw_timeout()
+        except Exception as exc:
+            logger.error("datagram client failed", exc_info=exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_generator()
+            self._endpoint.forget(self)
+
+    async def _wait_data(self) -> object:
+        if self._decoder.buffered or self._should_stop():
+            return None
+        timeout, marker = self._wait_timeout(self._endpoint.options.client_idle_timeout)
+        event = self._event = trio.Event()
+        try:
+            with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+                await event.wait()
+        finally:
+            self._event = None
+        return marker if scope.cancelled_caught else None
+
+    def _wake(self) -> None:
+        event = self._event
+        if event is not None:
+            event.set()
+
+
+class TrioDatagramEndpoint:
+    """One bound datagram socket on trio: the receiver loop, peers, and sending."""
+
+    def __init__(self, listener: TrioDatagramListener, sock: socket.socket) -> None:
+        self.listener = listener
+        self.options = listener.options
+        self.backend = listener.backend
+        self.raw = sock
+        self.sock = trio.socket.from_stdlib_socket(sock)
+        self.clients: dict[Any, TrioDatagramClient] = {}
+        self.closed = False
+        self.nursery: trio.Nursery | None = None  # where client tasks run, once serving
+        self._send_lock = trio.Lock()
+
+    async def receive_loop(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        recvfrom = self.sock.recvfrom
+        raw_recvfrom = self.raw.recvfrom
+        while True:
+            try:
+                data, address = await recvfrom(MAX_DATAGRAM_SIZE)
+            except OSError as exc:
+                logger.debug("recvfrom() failed", error=str(exc))
+                continue
+            self._dispatch(data, address, nursery)
+            for _ in range(READ_BATCH - 1):
+                try:
+                    data, address = raw_recvfrom(MAX_DATAGRAM_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:
+                    logger.debug("recvfrom() failed", error=str(exc))
+                    continue
+                self._dispatch(data, address, nursery)
+
+    def _dispatch(self, data: bytes, address: Any, nursery: trio.Nursery) -> None:
+        client = self.clients.get(address)
+        options = self.options
+        if client is None:
+            if self.listener.stopping():
+                return
+            if len(self.clients) >= options.max_clients:
+                options.drops(reason="max_clients reached")
+                return
+            client = self.clients[address] = TrioDatagramClient(self, address)
+            client._decoder.feed(data)
+            nursery.start_soon(client.run)
+            return
+        if not client._decoder.feed(data):
+            options.drops(reason="client queue full")
+            return
+        client._wake()
+
+    def forget(self, client: TrioDatagramClient) -> None:
+        if self.clients.get(client._address) is client:
+            del self.clients[client._address]
+            # Datagrams that arrived while the client was closing (after a handler error) go
+            # to a fresh client for the same peer: nothing received is lost.
+            pending = client._decoder.take_all()
+            if pending and not self.listener.stopping() and self.nursery is not None:
+                successor = self.clients[client._address] = TrioDatagramClient(
+                    self, client._address
+                )
+                for datagram in pending:
+                    successor._decoder.feed(datagram)
+                self.nursery.start_soon(successor.run)
+        self.listener.client_ended()
+
+    async def send(self, data: bytes, address: Any) -> None:
+        if self.closed:
+            raise ClosedResourceError("the server's socket is closed")
+        try:
+            self.raw.sendto(data, address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+        async with self._send_lock:
+            await self.sock.sendto(data, address)
+
+
+class TrioDatagramListener(Listener[DatagramOptions]):
+    """Runs a datagram server's receiver loops and peers on trio."""
+
+    def __init__(
+        self, options: DatagramOptions, sockets: list[socket.socket], backend: AsyncBackend
+    ) -> None:
+        super().__init__(options, sockets, backend)
+        self.endpoints = [TrioDatagramEndpoint(self, sock) for sock in sockets]
+        self._draining = False
+        self._drained = trio.Event()
+
+    def _client_count(self) -> int:
+        return sum(len(endpoint.clients) for endpoint in self.endpoints)
+
+    def client_ended(self) -> None:
+        if self._draining and not self._client_count():
+            self._drained.set()
+
+    async def serve(self, stop: Event) -> None:
+        self.stop = stop
+        grace = self.options.shutdown_timeout
+        async with trio.open_nursery() as clients:
+            try:
+                async with trio.open_nursery() as receivers:
+                    for endpoint in self.endpoints:
+                        receivers.start_soon(endpoint.receive_loop, clients)
+                    await stop.wait()
+                    receivers.cancel_scope.cancel()
+            except trio.Cancelled:
+                grace = 0.0
+                raise
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._drain(grace, clients)
+
+    async def _drain(self, grace: float, nursery: trio.Nursery) -> None:
+        self._draining = True
+        for endpoint in self.endpoints:
+            for client in list(endpoint.clients.values()):
+                client._begin_stop()
+        if self._client_count():
+            with trio.move_on_after(grace):
+                await self._drained.wait()
+        if self._client_count():
+            logger.warning(
+                "cancelling clients still busy after the grace period", count=self._client_count()
+            )
+        nursery.cancel_scope.cancel()
+        for endpoint in self.endpoints:
+            endpoint.closed = True
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.closed = True
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,741 @@
+"""The servers on asyncio and uvloop: stream connections, datagram peers, and their listeners.
+
+One task per connection (or datagram peer) runs the start hook, finishes blocked handler steps
+and ends the connection. While that task is parked waiting for data, the transport callback
+that delivered the data handles the new messages right there, *as that task*: it marks the
+task as the loop's current task (``asyncio.tasks._enter_task``, what asyncio itself does around
+every task step) and runs the batch in the task's context. So ``asyncio.current_task()``,
+``asyncio.timeout`` and task groups behave exactly as in the task, yet a handler that does not
+block costs no event-loop trip per read. A step that blocks is handed to the task, which
+awaits it. The handler-driving state machine itself is loop-agnostic (``_driver``).
+
+Streams: an ``asyncio.Protocol`` per connection. ``data_received`` feeds the connection's
+decoder and, when the connection task is parked, handles the new frames inline. Replies of a
+batch go out with one ``transport.write``; a sender waits only after ``pause_writing`` (the
+transport's buffer passed its high-water mark, see ``server_framework._asyncio_flow``). Reading
+pauses while more than ``READ_HIGH_WATER`` received bytes wait to be handled.
+
+Datagrams: on plain asyncio, receiving uses ``loop.add_reader`` and non-blocking ``recvfrom``
+calls, up to ``READ_BATCH`` datagrams per wake-up: asyncio's own datagram transport reads one
+datagram per loop iteration, which caps a plain-asyncio UDP server at a fraction of what the
+socket can deliver; the batch bound keeps a flood from starving timers and other connections.
+On uvloop, its own datagram transport already reads in batches, in C: we use it. Each datagram
+goes to its peer's client, and is handled inline when that client's task is parked. Sending
+tries ``sendto`` at once; only when the socket buffer is full does the sender wait for the
+socket to become writable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import socket
+from collections.abc import Callable
+from typing import Any, cast
+
+from handlers.base import StreamClient
+from protocols import ProxyHeaderParser, ProxyProtocolError
+from server_framework._asyncio_flow import READ_HIGH_WATER, WriteFlow
+from server_framework.backend import AsyncBackend, Event
+from server_framework.exceptions import ClosedResourceError
+from server_framework.sockets import MAX_DATAGRAM_SIZE, Address, SocketProxy, normalize_address
+
+from ._base import Listener
+from ._driver import (
+    IDLE_TIMEOUT,
+    READ_BATCH,
+    REQUEST_TIMEOUT,
+    Blocked,
+    ConnectionDriver,
+    DatagramInbox,
+    RateLimitedLog,
+    bind_log_context,
+    logger,
+    next_conn_id,
+)
+from ._options import DatagramOptions, StreamOptions
+from ._peer import DatagramPeer
+
+__all__ = ["AsyncIODatagramListener", "AsyncIOStreamListener"]
+
+# Private but stable since Python 3.7 (C-accelerated): asyncio's own task steps use them.
+_enter_task = asyncio.tasks._enter_task
+_leave_task = asyncio.tasks._leave_task
+
+
+async def drain_tasks(tasks: set[asyncio.Task[None]], grace: float, what: str) -> None:
+    """Let ``tasks`` finish within ``grace`` seconds, then cancel the rest (logging their count)."""
+    if not tasks:
+        return
+    _done, pending = await asyncio.wait(tasks, timeout=grace)
+    if pending:
+        logger.warning(f"cancelling {what} still busy after the grace period", count=len(pending))
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
+
+
+def _expire(waiter: asyncio.Future[object], marker: object) -> None:  # a timer callback
+    if not waiter.done():
+        waiter.set_result(marker)
+
+
+class AsyncIODriver(ConnectionDriver):
+    """Task, waiter and timer of one connection or datagram peer on an asyncio loop.
+
+    Subclasses define ``_loop``/``_idle_timeout`` (as slots or properties), ``_on_start``,
+    ``_cleanup``, and may override ``_process_batch`` and ``_before_wait``.
+    """
+
+    __slots__ = (
+        "_context",
+        "_eof",
+        "_idle_timer",
+        "_last_active",
+        "_loop",
+        "_task",
+        "_timer",
+        "_waiter",
+    )
+
+    _idle_timeout: float | None
+
+    def _init_driver(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._task: asyncio.Task[None] | None = None
+        self._context: contextvars.Context | None = None
+        self._waiter: asyncio.Future[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the handler's RecvParams timeout
+        self._idle_timer: asyncio.TimerHandle | None = None  # checks _last_active, rarely re-armed
+        self._last_active = loop.time()  # idle time counts from accept, then from each batch
+        self._eof = False
+
+    def _start_task(self) -> asyncio.Task[None]:
+        # The task gets its own context (where the log context is bound); the batches run
+        # inline by transport callbacks use the same context.
+        context = self._context = contextvars.copy_context()
+        task = self._task = self._loop.create_task(self._run(), context=context)
+        return task
+
+    # -- hooks -------------------------------------------------------------------------
+
+    async def _on_start(self) -> None:
+        """Runs first in the task (log context, ``on_connection``)."""
+
+    async def _cleanup(self) -> None:
+        """Runs last in the task, whatever happened."""
+
+    async def _before_wait(self) -> None:
+        """Runs before each wait for data (e.g. wait for write buffers to drain)."""
+
+    def _process_batch(self) -> Blocked | None:
+        return self._process()
+
+    # -- the task ------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._on_start()
+            while True:
+                blocked = self._process_batch()
+                if blocked is not None:
+                    await self._finish_blocked(blocked)
+                    continue
+                if self._should_stop():
+                    break
+                await self._before_wait()
+                woke = await self._wait_data()
+                if woke is None:
+                    if self._eof:
+                        # Handle the messages already received (a half-closed peer still
+                        # reads our replies), start nothing new.
+                        self._stopping = True
+                elif woke is IDLE_TIMEOUT:
+                    logger.debug("closing idle connection")
+                    break
+                elif woke is REQUEST_TIMEOUT:
+                    await self._throw_timeout()
+                else:  # a step that a transport callback ran inline blocked: finish it here
+                    await self._finish_blocked(woke)
+        except asyncio.CancelledError:
+            logger.debug("connection cancelled")
+            raise
+        except Exception as exc:
+            logger.error("connection failed", exc_info=exc)
+        finally:
+            for timer in (self._timer, self._idle_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._timer = self._idle_timer = None
+            await self._cleanup()
+
+    def _deliver(self) -> None:
+        """New data was queued: handle it inline if the task is parked, else it will see it."""
+        waiter = self._waiter
+        if waiter is None:
+            return
+        loop = self._loop
+        task = self._task
+        assert task is not None
+        assert self._context is not None
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:  # called from inside another task: let our task do the work
+            self._wake()
+            return
+        try:
+            blocked = self._context.run(self._process_batch)
+        finally:
+            _leave_task(loop, task)
+        if blocked is not None:
+            self._wake(blocked)
+        elif self._should_stop() or self._eof or self._needs_task():
+            self._wake()
+        else:
+            self._last_active = loop.time()
+            if self._timer is not None or self._params is not None:
+                self._arm_request_timer(waiter)
+
+    def _needs_task(self) -> bool:
+        """True if the task must run before waiting again (e.g. to drain writes)."""
+        return False
+
+    async def _wait_data(self) -> Any:
+        """Wait for data to be handled (``None``, or a blocked step handed over), or a timeout.
+
+        Returns ``None`` also on EOF and when asked to stop, or the timeout's marker.
+        """
+        if self._eof or self._should_stop():
+            return None
+        loop = self._loop
+        waiter: asyncio.Future[object] = loop.create_future()
+        self._waiter = waiter
+        self._last_active = loop.time()
+        self._arm_request_timer(waiter)
+        if self._idle_timeout is not None and self._idle_timer is None:
+            self._idle_timer = loop.call_later(self._idle_timeout, self._check_idle)
+        try:
+            return await waiter
+        finally:
+            self._waiter = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _arm_request_timer(self, waiter: asyncio.Future[object]) -> None:
+        """(Re)start the timer of the handler's ``RecvParams.timeout``, if it asked for one."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        params = self._params
+        if params is not None and params.timeout is not None:
+            self._timer = self._loop.call_later(params.timeout, _expire, waiter, REQUEST_TIMEOUT)
+
+    def _check_idle(self) -> None:
+        """The idle timer: close if parked and quiet for ``idle_timeout``, else check again later.
+
+        One timer per connection, re-armed only when it fires, instead of a new timer per
+        request: the activity time is a float updated per batch.
+        """
+        idle = self._idle_timeout
+        assert idle is not None
+        remaining = self._last_active + idle - self._loop.time()
+        if self._waiter is not None and remaining <= 0:
+            self._idle_timer = None
+            self._wake(IDLE_TIMEOUT)
+            return
+        self._idle_timer = self._loop.call_later(max(remaining, 0.0) or idle, self._check_idle)
+
+    def _wake(self, value: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(value)
+
+
+class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol):
+    """One connection on asyncio/uvloop: the asyncio Protocol and the handler's client at once."""
+
+    __slots__ = (
+        "_idle_timeout",
+        "_listener",
+        "_peer_override",
+        "_proxy",
+        "_proxy_timer",
+        "_reading_paused",
+        "_transport",
+        "_write_flow",
+    )
+
+    def __init__(self, listener: AsyncIOStreamListener) -> None:
+        options = listener.options
+        protocol = options.protocol
+        super().__init__(options.handler, protocol, protocol.decoder(), next_conn_id())
+        self._init_driver(listener.loop)
+        self._listener = listener
+        self._idle_timeout = options.idle_timeout
+        self._transport: asyncio.Transport | None = None
+        self._write_flow = WriteFlow(listener.loop, self._write_stopped)
+        self._reading_paused = False
+        self._proxy: ProxyHeaderParser | None = None  # waiting for a PROXY protocol header
+        self._proxy_timer: asyncio.TimerHandle | None = None
+        self._peer_override: Address | None = None  # the original client, from that header
+
+    # -- asyncio.Protocol callbacks -----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without inheriting from it.
+        self._transport = cast(asyncio.Transport, transport)
+        listener = self._listener
+        if not listener.admit(self):
+            self._lost = True
+            transport.close()
+            return
+        options = listener.options
+        if options.proxy_trusted is not None:
+            peer = transport.get_extra_info("peername")
+            if peer is None:  # reset before we saw it (e.g. a load balancer's health check)
+                transport.close()
+                return
+            if not options.proxy_trusted.is_trusted(peer):
+                listener.refuse_proxy(reason="untrusted peer", peer=str(peer))
+                transport.close()
+                return
+            self._proxy = ProxyHeaderParser(options.proxy_protocol or "auto")
+            self._proxy_timer = self._loop.call_later(
+                options.proxy_header_timeout, self._proxy_expired
+            )
+            return  # the task starts once the header is in
+        listener.tasks.add(self._start_task())
+
+    def _proxy_received(self, data: bytes) -> None:
+        parser = self._proxy
+        assert parser is not None
+        assert self._transport is not None
+        try:
+            header = parser.feed(data)
+        except ProxyProtocolError as exc:
+            self._listener.refuse_proxy(reason="invalid header", error=str(exc))
+            self._transport.close()
+            return
+        if header is None:
+            return
+        self._proxy = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        if not header.is_local and header.source is not None:
+            self._peer_override = normalize_address(header.source)
+        self._listener.tasks.add(self._start_task())
+        rest = parser.remaining()
+        if rest:
+            self.data_received(rest)
+
+    def _proxy_expired(self) -> None:
+        self._proxy_timer = None
+        self._listener.refuse_proxy(reason="no header in time")
+        if self._transport is not None:
+            self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._proxy is not None:
+            self._proxy_received(data)
+            return
+        decoder = self._decoder
+        if decoder.broken:
+            return
+        decoder.feed(data)
+        if self._waiter is not None:
+            self._deliver()
+        elif decoder.buffered > READ_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        # Keep the transport open: a half-closed peer still reads our replies (not for TLS,
+        # where asyncio ignores this and closes).
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._eof = True
+        self._wake()
+        self._write_flow.wake()
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        if self._task is None:  # closed before its task started (refused, no PROXY header)
+            self._listener.release(self)
+
+    def pause_writing(self) -> None:
+        self._write_flow.pause()
+
+    def resume_writing(self) -> None:
+        self._write_flow.resume()
+
+    # -- StreamClient -------------------------------------------------------------------
+
+    async def send_packet(self, packet: Any) -> None:
+        out = self._out
+        if out is not None:
+            self._protocol.encode_into(packet, out)
+            return
+        transport = self._transport
+        if self._lost or self._close_requested or transport is None or transport.is_closing():
+            raise self._closed_error()
+        transport.write(self._protocol.encode(packet))
+        if self._write_flow.paused:
+            await self._drain()
+
+    async def aclose(self) -> None:
+        self._request_close()
+        task = self._task
+        if task is not None and task is not asyncio.current_task() and not task.done():
+            await asyncio.shield(task)
+
+    def is_closing(self) -> bool:
+        transport = self._transport
+        return self._lost or self._close_requested or transport is None or transport.is_closing()
+
+    def backend(self) -> AsyncBackend:
+        return self._listener.backend
+
+    @property
+    def peer_address(self) -> Address:
+        if self._peer_override is not None:
+            return self._peer_override
+        assert self._transport is not None
+        return normalize_address(self._transport.get_extra_info("peername"))
+
+    @property
+    def local_address(self) -> Address:
+        assert self._transport is not None
+        return normalize_address(self._transport.get_extra_info("sockname"))
+
+    @property
+    def socket(self) -> SocketProxy:
+        assert self._transport is not None
+        return SocketProxy(self._transport.get_extra_info("socket"))
+
+    def __repr__(self) -> str:
+        return f"<AsyncIOStreamConnection id={self.id} closing={self.is_closing()}>"
+
+    # -- driver hooks ---------------------------------------------------------------------
+
+    async def _on_start(self) -> None:
+        bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+        logger.debug("connection accepted")
+        await self._handler.on_connection(self)
+
+    def _process_batch(self) -> Blocked | None:
+        out = self._out = bytearray()
+        try:
+            return self._process()
+        finally:
+            self._out = None
+            if out and not self._lost:
+                assert self._transport is not None
+                self._transport.write(out)
+
+    def _needs_task(self) -> bool:
+        return self._write_flow.paused
+
+    async def _before_wait(self) -> None:
+        if self._write_flow.paused:
+            await self._drain()
+        if self._reading_paused:
+            self._reading_paused = False
+            assert self._transport is not None
+            self._transport.resume_reading()
+
+    async def _cleanup(self) -> None:
+        try:
+            await self._close_generator()
+            await self._notify_disconnection()
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+            logger.debug("connection closed")
+        finally:
+            self._listener.release(self)
+
+    def _write_stopped(self) -> bool:
+        return self._lost
+
+    async def _drain(self) -> None:
+        await self._write_flow.wait()
+        if self._lost:
+            raise self._closed_error()
+
+
+class AsyncIOStreamListener(Listener[StreamOptions]):
+    """Runs one stream server's listening sockets and connections on an asyncio loop."""
+
+    def __init__(
+        self, options: StreamOptions, sockets: list[socket.socket], backend: AsyncBackend
+    ) -> None:
+        super().__init__(options, sockets, backend)
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[AsyncIOStreamConnection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._servers: list[asyncio.Server] = []
+        self._refusals = RateLimitedLog("refusing connection: max_connections reached")
+        self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
+
+    async def serve(self, stop: Event) -> None:
+        self.stop = stop
+        grace = self.options.shutdown_timeout
+        try:
+            await self._start()
+            await stop.wait()
+        except asyncio.CancelledError:
+            grace = 0.0
+            raise
+        finally:
+            await self.backend.cancel_shielded(self._stop, grace)
+
+    async def aclose(self) -> None:
+        self._stop_accepting()
+
+    async def _start(self) -> None:
+        """Start accepting on every socket."""
+        factory: Callable[[], asyncio.Protocol] = lambda: AsyncIOStreamConnection(self)  # noqa: E731
+        options = self.options
+        for sock in self.sockets:
+            kwargs: dict[str, Any] = {"sock": sock, "backlog": options.backlog}
+            if options.ssl is not None:
+                kwargs.update(
+                    ssl=options.ssl,
+                    ssl_handshake_timeout=options.ssl_handshake_timeout,
+                    ssl_shutdown_timeout=options.ssl_shutdown_timeout,
+                )
+            if sock.family == getattr(socket, "AF_UNIX", None):
+                created = await self.loop.create_unix_server(factory, **kwargs)
+            else:
+                created = await self.loop.create_server(factory, **kwargs)
+            self._servers.append(created)
+
+    def admit(self, conn: AsyncIOStreamConnection) -> bool:
+        limit = self.options.max_connections
+        if self.stopping() or len(self.connections) >= limit:
+            self._refusals(max_connections=limit)
+            return False
+        self.connections.add(conn)
+        return True
+
+    def release(self, conn: AsyncIOStreamConnection) -> None:
+        self.connections.discard(conn)
+        if conn._task is not None:
+            self.tasks.discard(conn._task)
+
+    def _stop_accepting(self) -> None:
+        for created in self._servers:
+            created.close()
+        self._servers.clear()
+
+    async def _stop(self, grace: float) -> None:
+        """Stop accepting, let requests in progress finish within ``grace`` s, cancel the rest."""
+        self._stop_accepting()
+        for conn in list(self.connections):
+            conn._begin_stop()
+        await drain_tasks(set(self.tasks), grace, "connections")
+
+
+class AsyncIODatagramClient(AsyncIODriver, DatagramPeer):
+    """One peer address of a datagram server on asyncio/uvloop."""
+
+    __slots__ = ("_address", "_endpoint", "_idle_timeout")
+
+    def __init__(self, endpoint: AsyncIODatagramEndpoint, address: Any) -> None:
+        options = endpoint.options
+        protocol = options.protocol
+        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
+        super().__init__(options.handler, protocol, inbox, next_conn_id())
+        self._init_driver(endpoint.loop)
+        self._endpoint = endpoint
+        self._address = address
+        self._idle_timeout = options.client_idle_timeout
+
+    async def _on_start(self) -> None:
+        bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+
+    async def _cleanup(self) -> None:
+        try:
+            await self._close_generator()
+        finally:
+            self._endpoint.forget(self)
+
+
+class AsyncIODatagramEndpoint:
+    """One bound datagram socket: reads in batches, dispatches to peers, sends."""
+
+    def __init__(self, listener: AsyncIODatagramListener, sock: socket.socket) -> None:
+        self.listener = listener
+        self.options = listener.options
+        self.backend = listener.backend
+        self.loop = listener.loop
+        self.sock = sock
+        self.clients: dict[Any, AsyncIODatagramClient] = {}
+        self.closed = False
+        self._writable: asyncio.Future[None] | None = None
+        self._reading = False
+        self._receiving = True
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        if self.backend.name == "uvloop":
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: _UVLoopDatagramProtocol(self), sock=self.sock
+            )
+            self._transport = transport
+            return
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._reading = True
+
+    def stop_reading(self) -> None:
+        # uvloop's datagram transport cannot pause: from now on _dispatch drops what it reads.
+        self._receiving = False
+        if self._reading:
+            self._reading = False
+            self.loop.remove_reader(self.sock.fileno())
+
+    def close(self) -> None:
+        self.stop_reading()
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _on_readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        for _ in range(READ_BATCH):
+            try:
+                data, address = recvfrom(MAX_DATAGRAM_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # E.g. an ICMP error queued for the socket: it concerns one peer, not us.
+                logger.debug("recvfrom() failed", error=str(exc))
+                continue
+            self._dispatch(data, address)
+
+    def _dispatch(self, data: bytes, address: Any) -> None:
+        if not self._receiving:
+            return
+        client = self.clients.get(address)
+        options = self.options
+        if client is None:
+            if self.listener.stopping():
+                return
+            if len(self.clients) >= options.max_clients:
+                options.drops(reason="max_clients reached")
+                return
+            client = self.clients[address] = AsyncIODatagramClient(self, address)
+            client._decoder.feed(data)
+            self.listener.tasks.add(client._start_task())
+            return
+        if not client._decoder.feed(data):
+            options.drops(reason="client queue full")
+            return
+        if client._waiter is not None:
+            client._deliver()
+
+    def forget(self, client: AsyncIODatagramClient) -> None:
+        if client._task is not None:
+            self.listener.tasks.discard(client._task)
+        if self.clients.get(client._address) is not client:
+            return
+        del self.clients[client._address]
+        # Datagrams that arrived while the client was closing (after a handler error) go to
+        # a fresh client for the same peer: nothing received is lost.
+        pending = client._decoder.take_all()
+        if pending and not self.listener.stopping():
+            successor = self.clients[client._address] = AsyncIODatagramClient(self, client._address)
+            for datagram in pending:
+                successor._decoder.feed(datagram)
+            self.listener.tasks.add(successor._start_task())
+
+    async def send(self, data: bytes, address: Any) -> None:
+        if self.closed:
+            raise ClosedResourceError("the server's socket is closed")
+        if self._transport is not None:
+            self._transport.sendto(data, address)  # buffers (with flow control) when full
+            return
+        while True:
+            try:
+                self.sock.sendto(data, address)
+                return
+            except (BlockingIOError, InterruptedError):
+                await self._wait_writable()
+
+    async def _wait_writable(self) -> None:
+        waiter = self._writable
+        if waiter is None:
+            waiter = self._writable = self.loop.create_future()
+            fd = self.sock.fileno()
+
+            def ready() -> None:
+                self.loop.remove_writer(fd)
+                self._writable = None
+                if not waiter.done():
+                    waiter.set_result(None)
+
+            self.loop.add_writer(fd, ready)
+        await asyncio.shield(waiter)
+
+
+class _UVLoopDatagramProtocol(asyncio.DatagramProtocol):
+    """uvloop's transport calls this for each datagram, from its own batched C read loop."""
+
+    __slots__ = ("_dispatch",)
+
+    def __init__(self, endpoint: AsyncIODatagramEndpoint) -> None:
+        self._dispatch = endpoint._dispatch
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._dispatch(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # E.g. an ICMP error for one peer: it concerns that peer, not the server.
+        logger.debug("datagram socket error", error=str(exc))
+
+
+class AsyncIODatagramListener(Listener[DatagramOptions]):
+    """Runs a datagram server's sockets and peers on an asyncio loop."""
+
+    def __init__(
+        self, options: DatagramOptions, sockets: list[socket.socket], backend: AsyncBackend
+    ) -> None:
+        super().__init__(options, sockets, backend)
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.endpoints = [AsyncIODatagramEndpoint(self, sock) for sock in sockets]
+
+    async def serve(self, stop: Event) -> None:
+        self.stop = stop
+        grace = self.options.shutdown_timeout
+        try:
+            for endpoint in self.endpoints:
+                await endpoint.start()
+            await stop.wait()
+        except asyncio.CancelledError:
+            grace = 0.0
+            raise
+        finally:
+            await self.backend.cancel_shielded(self._stop, grace)
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            endpoint.close()
+
+    async def _stop(self, grace: float) -> None:
+        for endpoint in self.endpoints:
+            endpoint.stop_reading()
+            for client in list(endpoint.clients.values()):
+                client._begin_stop()
+        await drain_tasks(set(self.tasks), grace, "clients")
+        for endpoint in self.endpoints:
+            endpoint.close()

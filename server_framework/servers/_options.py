@@ -1,0 +1,147 @@
+"""What a server's listener and connections are told: one frozen options object per server.
+
+The server facades (``AsyncTCPServer``, ``AsyncUDPServer``...) take keyword arguments, build one
+`StreamOptions` or `DatagramOptions` (which checks every value, once), and hand it to the
+loop-specific listener, which hands it to each connection. Nothing below the facade reads the
+facade. The defaults are declared here, once; the command line uses the same ones.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl as _ssl
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from handlers.base import DatagramRequestHandler, StreamRequestHandler
+from protocols import DatagramProtocol, StreamProtocol, TrustedProxies
+from server_framework.sockets import DEFAULT_BACKLOG
+
+from ._driver import RateLimitedLog
+
+__all__ = [
+    "DEFAULT_CLIENT_IDLE_TIMEOUT",
+    "DEFAULT_CLIENT_QUEUE_SIZE",
+    "DEFAULT_MAX_CLIENTS",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_PROXY_ALLOW",
+    "DEFAULT_PROXY_HEADER_TIMEOUT",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "DEFAULT_SSL_HANDSHAKE_TIMEOUT",
+    "DEFAULT_SSL_SHUTDOWN_TIMEOUT",
+    "DatagramOptions",
+    "StreamOptions",
+]
+
+#: Default grace period of a shutdown: under Kubernetes' 30 s termination grace period, long
+#: enough for ordinary requests to finish.
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+#: Default connection limit. Each idle connection costs a few KiB of memory plus a file
+#: descriptor; raise it (and ``ulimit -n``) for large fan-in.
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
+#: TLS handshake deadline: a client that connects and never completes its handshake is closed
+#: after this many seconds (asyncio's own default is 60 s; 10 s is plenty on any network).
+DEFAULT_SSL_HANDSHAKE_TIMEOUT: Final = 10.0
+#: TLS close_notify exchange deadline on close.
+DEFAULT_SSL_SHUTDOWN_TIMEOUT: Final = 10.0
+#: Who may send a PROXY protocol header unless told otherwise: a load balancer on this host.
+DEFAULT_PROXY_ALLOW: Final = ("127.0.0.0/8", "::1/128", "unix")
+#: Deadline for the PROXY header after accept (the spec suggests at least 3 s).
+DEFAULT_PROXY_HEADER_TIMEOUT: Final = 5.0
+#: Peers served at once (each costs a task and a handler generator, a few KiB).
+DEFAULT_MAX_CLIENTS: Final = 10_000
+#: Datagrams waiting per peer while its handler is busy. A peer that sends faster than its
+#: handler answers loses the excess, as it would in the kernel's socket buffer.
+DEFAULT_CLIENT_QUEUE_SIZE: Final = 64
+#: Seconds of silence after which a peer's client (task, generator, state) is dropped.
+DEFAULT_CLIENT_IDLE_TIMEOUT: Final = 30.0
+
+
+def _check_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or not value > 0:  # also rejects NaN
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _check_at_least_one(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _check_shutdown_timeout(value: float) -> None:
+    if value < 0 or math.isnan(value):
+        raise ValueError(f"shutdown_timeout must be >= 0, got {value}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamOptions:
+    """Everything a stream listener and its connections need to know, checked once.
+
+    Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncTCPServer`;
+    ``proxy_trusted`` is ``proxy_allow`` parsed (None without the PROXY protocol).
+    """
+
+    protocol: StreamProtocol[Any, Any]
+    handler: StreamRequestHandler[Any, Any]
+    ssl: _ssl.SSLContext | None = None
+    backlog: int = DEFAULT_BACKLOG
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float | None = None
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT
+    ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT
+    proxy_protocol: Literal["v1", "v2", "auto"] | None = None
+    proxy_trusted: TrustedProxies | None = None
+    proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.protocol, StreamProtocol):
+            raise TypeError(f"expected a StreamProtocol, got {self.protocol!r}")
+        if not isinstance(self.handler, StreamRequestHandler):
+            raise TypeError(f"expected a StreamRequestHandler instance, got {self.handler!r}")
+        _check_at_least_one("max_connections", self.max_connections)
+        _check_positive("idle_timeout", self.idle_timeout, allow_none=True)
+        _check_shutdown_timeout(self.shutdown_timeout)
+        _check_positive("ssl_handshake_timeout", self.ssl_handshake_timeout)
+        _check_positive("ssl_shutdown_timeout", self.ssl_shutdown_timeout)
+        _check_positive("proxy_header_timeout", self.proxy_header_timeout)
+        if self.proxy_protocol not in (None, "v1", "v2", "auto"):
+            raise ValueError(
+                f"proxy_protocol must be 'v1', 'v2', 'auto' or None, got {self.proxy_protocol!r}"
+            )
+        if self.proxy_protocol is not None and self.ssl is not None:
+            raise ValueError(
+                "the PROXY protocol with ssl= is not supported yet: terminate TLS at the load "
+                "balancer, or run TLS without the PROXY protocol"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatagramOptions:
+    """Everything a datagram listener and its peers need to know, checked once.
+
+    Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncUDPServer`;
+    ``drops`` counts (and logs, at a bounded rate) the datagrams dropped at a limit.
+    """
+
+    protocol: DatagramProtocol[Any, Any]
+    handler: DatagramRequestHandler[Any, Any]
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    client_queue_size: int = DEFAULT_CLIENT_QUEUE_SIZE
+    client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    drops: RateLimitedLog = field(
+        default_factory=lambda: RateLimitedLog("dropping datagram"), compare=False
+    )
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.protocol, DatagramProtocol):
+            raise TypeError(f"expected a DatagramProtocol, got {self.protocol!r}")
+        if not isinstance(self.handler, DatagramRequestHandler):
+            raise TypeError(f"expected a DatagramRequestHandler instance, got {self.handler!r}")
+        _check_at_least_one("max_clients", self.max_clients)
+        _check_at_least_one("client_queue_size", self.client_queue_size)
+        if not self.client_idle_timeout > 0:
+            raise ValueError(f"client_idle_timeout must be > 0, got {self.client_idle_timeout}")
+        _check_shutdown_timeout(self.shutdown_timeout)
