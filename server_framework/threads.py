@@ -1,4 +1,4 @@
-"""Threads: your own worker pool for async code (`AsyncExecutor`), the way back (`ThreadsPortal`).
+"""Threads: your own worker pool for async code (`AsyncExecutor`), the way back (``ThreadsPortal``).
 
 Three tools, one direction each:
 
@@ -6,7 +6,8 @@ Three tools, one direction each:
   pool (see `AsyncBackend.run_in_thread`);
 - `AsyncExecutor`: loop -> thread, on a pool you choose (a handler's own
   ``ThreadPoolExecutor``, sized for its work), shut down when its ``async with`` exits;
-- `ThreadsPortal` (``backend.create_threads_portal()``): thread -> loop.
+- `~server_framework.backend.ThreadsPortal` (``backend.create_threads_portal()``): thread ->
+  loop.
 
 Strategy of `AsyncExecutor`: each call is submitted with ``executor.submit`` (as
 ``context.run(fn, ...)`` on a copy of the caller's `contextvars` context, except for process
@@ -25,9 +26,9 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar
 
-from server_framework.backend import AsyncBackend, ThreadsPortal, current
+from server_framework.backend import AsyncBackend, current
 
-__all__ = ["AsyncExecutor", "ThreadsPortal"]
+__all__ = ["AsyncExecutor"]
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")

@@ -7,15 +7,9 @@ sleeping and time, events, locks, task groups, deadlines, shielding, worker thre
 their loop is used.
 """
 
-from server_framework.backend._abc import (
-    AsyncBackend,
-    BackendName,
-    CancelScope,
-    Event,
-    Lock,
-    TaskGroup,
-)
+from server_framework.backend._abc import AsyncBackend, BackendName
 from server_framework.backend._portal import ThreadsPortal
+from server_framework.backend._primitives import CancelScope, Event, Lock, TaskGroup
 from server_framework.backend._registry import current, default_backend_name, get_backend, run
 
 __all__ = [

@@ -32,8 +32,9 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, TypeVarTuple, Unpack
 
-from server_framework.backend._abc import AsyncBackend, CancelScope, Event, Lock, TaskGroup
+from server_framework.backend._abc import AsyncBackend
 from server_framework.backend._portal import PortalCall, ThreadsPortal
+from server_framework.backend._primitives import CancelScope, Event, Lock, TaskGroup
 
 __all__ = ["AsyncIOBackend", "detect_backend_name", "run"]
 

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar
 
 if TYPE_CHECKING:
-    from server_framework.backend._abc import Event
+    from server_framework.backend._primitives import Event
 
 __all__ = ["PortalCall", "ThreadsPortal"]
 

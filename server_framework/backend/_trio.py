@@ -26,8 +26,9 @@ from typing import Any, Literal, Self, TypeVar, TypeVarTuple, Unpack
 
 import trio
 
-from server_framework.backend._abc import AsyncBackend, CancelScope, Event, Lock, TaskGroup
+from server_framework.backend._abc import AsyncBackend
 from server_framework.backend._portal import PortalCall, ThreadsPortal
+from server_framework.backend._primitives import CancelScope, Event, Lock, TaskGroup
 
 __all__ = ["TrioBackend", "run"]
 

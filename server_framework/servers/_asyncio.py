@@ -545,7 +545,7 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
         await drain_tasks(set(self.tasks), grace, "connections")
 
 
-class AsyncIODatagramClient(AsyncIODriver, DatagramPeer):
+class AsyncIODatagramClient(DatagramPeer, AsyncIODriver):
     """One peer address of a datagram server on asyncio/uvloop."""
 
     __slots__ = ("_address", "_endpoint", "_idle_timeout")

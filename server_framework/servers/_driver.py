@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import sys
 import types
+from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
 from typing import Any, Final
 
@@ -34,6 +35,7 @@ from handlers.base import RecvParams
 from handlers.request_response import RequestResponseHandler
 from protocols import ProtocolError, StreamDecoder
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+from server_framework.sockets import Address
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -168,7 +170,7 @@ class DatagramInbox:
         return items
 
 
-class ConnectionDriver:
+class ConnectionDriver(ABC):
     """The handler-driving state machine of one connection or datagram peer (loop-agnostic).
 
     Subclasses (per event loop and transport) provide the I/O: waiting for data, writing,
@@ -270,7 +272,7 @@ class ConnectionDriver:
         """The :class:`RequestResponseHandler` path: ``respond()`` called directly, no generator."""
         decoder = self._decoder
         respond = self._respond
-        send = self.send_packet  # type: ignore[attr-defined]
+        send = self.send_packet
         while not (self._lost or self._close_requested):
             try:
                 request = next(decoder)
@@ -317,7 +319,7 @@ class ConnectionDriver:
         try:
             value = await resume_blocked(coro, yielded)
             if kind == _RESPOND and value is not None:
-                await self.send_packet(value)  # type: ignore[attr-defined]
+                await self.send_packet(value)
         except StopAsyncIteration:
             self._on_return()
         except Exception as exc:
@@ -419,11 +421,20 @@ class ConnectionDriver:
     def _should_stop(self) -> bool:
         return self._lost or self._close_requested or self._stopping
 
-    # -- to be provided per event loop -------------------------------------------------
+    # -- to be provided per event loop and transport ----------------------------------------
 
+    @abstractmethod
     def _wake(self) -> None:
         """Wake the connection task if it is waiting for data."""
-        raise NotImplementedError
+
+    @abstractmethod
+    async def send_packet(self, packet: Any) -> None:
+        """Encode and send one reply (the handler's ``client.send_packet``)."""
+
+    @property
+    @abstractmethod
+    def peer_address(self) -> Address:
+        """The peer's address (the handler's ``client.peer_address``)."""
 
     async def _close_generator(self) -> None:
         agen, self._agen = self._agen, None
@@ -441,7 +452,7 @@ class ConnectionDriver:
 
     def _peer_for_log(self) -> str:
         try:
-            peer = self.peer_address  # type: ignore[attr-defined]
+            peer = self.peer_address
         except OSError:  # pragma: no cover - the peer is already gone
             return "?"
         return peer if isinstance(peer, str) else f"{peer[0]}:{peer[1]}"

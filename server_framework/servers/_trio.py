@@ -469,7 +469,7 @@ class TrioStreamListener(Listener[StreamOptions]):
             await trio.lowlevel.checkpoint()  # a connection flood must not starve the others
 
 
-class TrioDatagramClient(ConnectionDriver, DatagramPeer):
+class TrioDatagramClient(DatagramPeer, ConnectionDriver):
     """One peer address of a datagram server on trio."""
 
     __slots__ = ("_address", "_endpoint", "_event")
