@@ -51,3 +51,84 @@ def test_export_is_documented(name: str, obj: Any) -> None:
             member for member, value in own_public_members(obj) if not inspect.getdoc(value)
         ]
         assert undocumented == [], f"undocumented public members of {name}"
+
+
+# -- one home per public name ------------------------------------------------------------------
+
+#: The documented face: re-exports the names a program needs most, from their homes.
+FACE = "server_framework"
+ROOTS = ("server_framework", "handlers", "protocols")
+
+
+def public_modules() -> list[Any]:
+    """Every public module of the three packages (no part of its name starts with ``_``)."""
+    import pkgutil  # noqa: PLC0415
+
+    found = []
+    for root in ROOTS:
+        package = importlib.import_module(root)
+        found.append(package)
+        for info in pkgutil.walk_packages(package.__path__, f"{root}."):
+            if any(part.startswith("_") for part in info.name.split(".")):
+                continue
+            found.append(importlib.import_module(info.name))
+    return found
+
+
+def public_home(module_name: str) -> str:
+    """The public module that stands for ``module_name`` (its private parts stripped)."""
+    parts = module_name.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_"):
+            return ".".join(parts[:i])
+    return module_name
+
+
+def second_homes(exports: dict[str, list[tuple[str, Any]]]) -> list[str]:
+    """``name: module`` for each export beyond the name's canonical home and its faces.
+
+    ``exports`` maps each module to its ``(name, object)`` exports. A name's canonical home is
+    the public module its object was defined in (private modules standing for their public
+    package), or, for values that do not know their module, the deepest module exporting it.
+    Allowed besides: the package of a public submodule home (``protocols`` for
+    ``protocols.framing``) and the face, ``server_framework``.
+    """
+    homes: dict[tuple[str, int], list[str]] = {}
+    objects: dict[tuple[str, int], Any] = {}
+    for module, names in exports.items():
+        for name, obj in names:
+            key = (name, id(obj))
+            homes.setdefault(key, []).append(module)
+            objects[key] = obj
+    extra = []
+    for (name, _), modules in homes.items():
+        obj = objects[(name, _)]
+        defined_in = getattr(obj, "__module__", None) if callable(obj) else None
+        if defined_in is not None and public_home(defined_in) in modules:
+            canonical = public_home(defined_in)
+        else:
+            canonical = max(modules, key=lambda m: m.count("."))
+        allowed = {canonical, canonical.rpartition(".")[0], FACE}
+        extra += [f"{name}: {module}" for module in modules if module not in allowed]
+    return sorted(extra)
+
+
+def test_every_public_name_has_one_home() -> None:
+    exports = {
+        module.__name__: [(name, getattr(module, name)) for name in getattr(module, "__all__", [])]
+        for module in public_modules()
+    }
+    assert second_homes(exports) == []
+
+
+def test_a_second_home_is_found() -> None:
+    class Thing:
+        pass
+
+    Thing.__module__ = "pkg.sub._impl"
+    exports = {
+        "pkg.sub": [("Thing", Thing)],
+        "server_framework": [("Thing", Thing)],
+        "pkg.other": [("Thing", Thing)],
+    }
+    assert second_homes(exports) == ["Thing: pkg.other"]

@@ -175,13 +175,8 @@ class _AsyncIOTaskGroup(TaskGroup):
         await self._group.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        await self._group.__aexit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        await self._group.__aexit__(*exc_info)
         return None
 
 

@@ -60,13 +60,8 @@ class _TrioCancelScope(CancelScope):
         self._scope.__enter__()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        swallowed = self._scope.__exit__(exc_type, exc, tb)
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        swallowed = self._scope.__exit__(*exc_info)
         if self._raise and self._scope.cancelled_caught:
             raise TimeoutError from None  # the Cancelled it replaces carries no information
         return swallowed
@@ -93,13 +88,8 @@ class _TrioTaskGroup(TaskGroup):
         self._nursery = await self._manager.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        return await self._manager.__aexit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._manager.__aexit__(*exc_info)
 
 
 class _FutureWaiter:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import socket
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Final, Generic, Self, TypeVar
+from typing import Any, Final, Generic, Self, TypeVar
 
 import structlog
 
 from server_framework.backend import AsyncBackend, Event, current
-from server_framework.sockets import Address, UnixSocketFile, normalize_address
+from server_framework.sockets import Address, UnixSocketFile, check_adopted, normalize_address
 
 from ._options import DatagramOptions, StreamOptions
 
@@ -68,6 +68,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         self._options: OptionsT = options
         self._backend: AsyncBackend | None = None
         self._sockets: list[socket.socket] = []
+        self._adopted: list[socket.socket] = []  # see _adopt
         self._unix_file: UnixSocketFile | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._listener: Listener[OptionsT] | None = None
@@ -83,6 +84,17 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
     @abstractmethod
     def _bind(self) -> None:
         """Create and bind ``self._sockets`` (and ``self._unix_file``)."""
+
+    def _adopt(self, sockets: Sequence[socket.socket], kind: socket.SocketKind) -> None:
+        """Serve ``sockets``, bound by someone else (``from_sockets``), instead of binding."""
+        check_adopted(list(sockets), kind)
+        self._adopted = list(sockets)
+
+    def _bind_adopted(self) -> None:
+        """The ``_bind`` of a server on adopted sockets: use them as they are."""
+        for sock in self._adopted:
+            sock.setblocking(False)
+        self._sockets = list(self._adopted)
 
     @abstractmethod
     def _make_listener(self, backend: AsyncBackend) -> Listener[OptionsT]:
@@ -111,12 +123,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: Any) -> None:
         await self.shutdown()
         await self._close_resources()
 

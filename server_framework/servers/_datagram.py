@@ -22,7 +22,7 @@ from handlers.base import DatagramRequestHandler
 from protocols import DatagramProtocol
 from server_framework import _loops
 from server_framework.backend import AsyncBackend
-from server_framework.sockets import bind_inet, bind_unix, check_adopted
+from server_framework.sockets import bind_inet, bind_unix
 
 from ._base import AsyncBaseServer, Listener
 from ._options import (
@@ -90,28 +90,16 @@ class AsyncDatagramServerBase(AsyncBaseServer[DatagramOptions], Generic[RequestT
         Raises:
             ValueError: no socket, or one that is not a datagram socket.
         """
-        return _AdoptedDatagramServer(list(sockets), protocol, handler, **options)
+        server = _AdoptedDatagramServer(protocol, handler, **options)
+        server._adopt(sockets, socket.SOCK_DGRAM)
+        return server
 
     def _make_listener(self, backend: AsyncBackend) -> Listener[DatagramOptions]:
         return _loops.datagram_listener(backend)(self._options, self._sockets, backend)
 
 
 class _AdoptedDatagramServer(AsyncDatagramServerBase[RequestT, ResponseT]):
-    def __init__(
-        self,
-        sockets: list[socket.socket],
-        protocol: DatagramProtocol[ResponseT, RequestT],
-        handler: DatagramRequestHandler[RequestT, ResponseT],
-        **options: Any,
-    ) -> None:
-        super().__init__(protocol, handler, **options)
-        check_adopted(sockets, socket.SOCK_DGRAM)
-        self._adopted = sockets
-
-    def _bind(self) -> None:
-        for sock in self._adopted:
-            sock.setblocking(False)
-        self._sockets = list(self._adopted)
+    _bind = AsyncBaseServer._bind_adopted
 
 
 class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import threading
-from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
 from handlers.base import DatagramRequestHandler, StreamRequestHandler
@@ -154,12 +153,7 @@ class StandaloneServer(Generic[ServerT]):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.server_close()
 
 

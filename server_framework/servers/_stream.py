@@ -12,7 +12,7 @@ from handlers.base import StreamRequestHandler
 from protocols import StreamProtocol, TrustedProxies
 from server_framework import _loops
 from server_framework.backend import AsyncBackend
-from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, check_adopted
+from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix
 
 from ._base import AsyncBaseServer, Listener
 from ._options import (
@@ -90,28 +90,16 @@ class AsyncStreamServerBase(AsyncBaseServer[StreamOptions], Generic[RequestT, Re
         Raises:
             ValueError: no socket, or one that is not a stream socket.
         """
-        return _AdoptedStreamServer(list(sockets), protocol, handler, **options)
+        server = _AdoptedStreamServer(protocol, handler, **options)
+        server._adopt(sockets, socket.SOCK_STREAM)
+        return server
 
     def _make_listener(self, backend: AsyncBackend) -> Listener[StreamOptions]:
         return _loops.stream_listener(backend)(self._options, self._sockets, backend)
 
 
 class _AdoptedStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
-    def __init__(
-        self,
-        sockets: list[socket.socket],
-        protocol: StreamProtocol[ResponseT, RequestT],
-        handler: StreamRequestHandler[RequestT, ResponseT],
-        **options: Any,
-    ) -> None:
-        super().__init__(protocol, handler, **options)
-        check_adopted(sockets, socket.SOCK_STREAM)
-        self._adopted = sockets
-
-    def _bind(self) -> None:
-        for sock in self._adopted:
-            sock.setblocking(False)
-        self._sockets = list(self._adopted)
+    _bind = AsyncBaseServer._bind_adopted
 
 
 class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
