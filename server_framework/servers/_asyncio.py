@@ -54,7 +54,7 @@ from ._driver import (
     next_conn_id,
 )
 from ._options import DatagramOptions, StreamOptions
-from ._peer import DatagramPeer
+from ._peer import DatagramEndpoint, DatagramPeer
 
 __all__ = ["AsyncIODatagramListener", "AsyncIOStreamListener"]
 
@@ -570,17 +570,13 @@ class AsyncIODatagramClient(DatagramPeer, AsyncIODriver):
             self._endpoint.forget(self)
 
 
-class AsyncIODatagramEndpoint:
-    """One bound datagram socket: reads in batches, dispatches to peers, sends."""
+class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
+    """One bound datagram socket on asyncio: reads in batches, dispatches to peers, sends."""
 
     def __init__(self, listener: AsyncIODatagramListener, sock: socket.socket) -> None:
-        self.listener = listener
-        self.options = listener.options
-        self.backend = listener.backend
+        super().__init__(listener, sock)
+        self.tasks = listener.tasks
         self.loop = listener.loop
-        self.sock = sock
-        self.clients: dict[Any, AsyncIODatagramClient] = {}
-        self.closed = False
         self._writable: asyncio.Future[None] | None = None
         self._reading = False
         self._receiving = True
@@ -623,40 +619,23 @@ class AsyncIODatagramEndpoint:
             self._dispatch(data, address)
 
     def _dispatch(self, data: bytes, address: Any) -> None:
-        if not self._receiving:
-            return
-        client = self.clients.get(address)
-        options = self.options
-        if client is None:
-            if self.listener.stopping():
-                return
-            if len(self.clients) >= options.max_clients:
-                options.drops(reason="max_clients reached")
-                return
-            client = self.clients[address] = AsyncIODatagramClient(self, address)
-            client._decoder.feed(data)
-            self.listener.tasks.add(client._start_task())
-            return
-        if not client._decoder.feed(data):
-            options.drops(reason="client queue full")
-            return
+        if self._receiving:
+            super()._dispatch(data, address)
+
+    def _new_client(self, address: Any) -> AsyncIODatagramClient:
+        return AsyncIODatagramClient(self, address)
+
+    def _start(self, client: AsyncIODatagramClient) -> None:
+        self.tasks.add(client._start_task())
+
+    def _notify(self, client: AsyncIODatagramClient) -> None:
         if client._waiter is not None:
             client._deliver()
 
     def forget(self, client: AsyncIODatagramClient) -> None:
         if client._task is not None:
-            self.listener.tasks.discard(client._task)
-        if self.clients.get(client._address) is not client:
-            return
-        del self.clients[client._address]
-        # Datagrams that arrived while the client was closing (after a handler error) go to
-        # a fresh client for the same peer: nothing received is lost.
-        pending = client._decoder.take_all()
-        if pending and not self.listener.stopping():
-            successor = self.clients[client._address] = AsyncIODatagramClient(self, client._address)
-            for datagram in pending:
-                successor._decoder.feed(datagram)
-            self.listener.tasks.add(successor._start_task())
+            self.tasks.discard(client._task)
+        super().forget(client)
 
     async def send(self, data: bytes, address: Any) -> None:
         if self.closed:

@@ -1,14 +1,20 @@
-"""What the asyncio and trio datagram clients share: addressing, equality and sending."""
+"""What the asyncio and trio datagram servers share: the peer's client (addressing, equality,
+sending) and the endpoint's routing of each datagram to its peer's client."""
 
 from __future__ import annotations
 
-from typing import Any
+import socket
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
 
 from handlers.base import DatagramClient
 from server_framework.backend import AsyncBackend
 from server_framework.sockets import Address, SocketProxy, normalize_address
 
-__all__ = ["DatagramPeer"]
+from ._base import Listener
+from ._options import DatagramOptions
+
+__all__ = ["DatagramEndpoint", "DatagramPeer"]
 
 
 class DatagramPeer(DatagramClient[Any]):
@@ -22,6 +28,7 @@ class DatagramPeer(DatagramClient[Any]):
     _endpoint: Any
     _address: Any
     _protocol: Any
+    _decoder: Any  # the driver's DatagramInbox
 
     async def send_packet(self, packet: Any) -> None:
         await self._endpoint.send(self._protocol.encode(packet), self._address)
@@ -55,3 +62,66 @@ class DatagramPeer(DatagramClient[Any]):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} peer={self._address!r}>"
+
+
+PeerT = TypeVar("PeerT", bound=DatagramPeer)
+
+
+class DatagramEndpoint(ABC, Generic[PeerT]):
+    """One bound datagram socket: its peers' clients, and the routing of datagrams to them.
+
+    Each loop's endpoint adds reading, sending, and how a client's task starts and wakes.
+    """
+
+    def __init__(self, listener: Listener[DatagramOptions], sock: socket.socket) -> None:
+        self.listener = listener
+        self.options = listener.options
+        self.backend = listener.backend
+        self.sock = sock
+        self.clients: dict[Any, PeerT] = {}
+        self.closed = False
+
+    @abstractmethod
+    def _new_client(self, address: Any) -> PeerT:
+        """A client for a peer address that has none (not started yet)."""
+
+    @abstractmethod
+    def _start(self, client: PeerT) -> None:
+        """Start the task of a new client, whose inbox holds its first datagrams."""
+
+    @abstractmethod
+    def _notify(self, client: PeerT) -> None:
+        """Tell a running client that a datagram is waiting in its inbox."""
+
+    def _dispatch(self, data: bytes, address: Any) -> None:
+        """Hand a received datagram to its peer's client (created within ``max_clients``)."""
+        client = self.clients.get(address)
+        options = self.options
+        if client is None:
+            if self.listener.stopping():
+                return
+            if len(self.clients) >= options.max_clients:
+                options.drops(reason="max_clients reached")
+                return
+            client = self.clients[address] = self._new_client(address)
+            client._decoder.feed(data)
+            self._start(client)
+            return
+        if not client._decoder.feed(data):
+            options.drops(reason="client queue full")
+            return
+        self._notify(client)
+
+    def forget(self, client: PeerT) -> None:
+        """A client ended: drop it, and hand what it left unhandled to a fresh client."""
+        if self.clients.get(client._address) is not client:
+            return
+        del self.clients[client._address]
+        # Datagrams that arrived while the client was closing (after a handler error) go to
+        # a fresh client for the same peer: nothing received is lost.
+        pending = client._decoder.take_all()
+        if pending and not self.listener.stopping():
+            successor = self.clients[client._address] = self._new_client(client._address)
+            for datagram in pending:
+                successor._decoder.feed(datagram)
+            self._start(successor)

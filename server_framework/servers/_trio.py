@@ -62,7 +62,7 @@ from ._driver import (
     next_conn_id,
 )
 from ._options import DatagramOptions, StreamOptions
-from ._peer import DatagramPeer
+from ._peer import DatagramEndpoint, DatagramPeer
 
 __all__ = ["TrioDatagramListener", "TrioStreamListener"]
 
@@ -524,23 +524,20 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
             event.set()
 
 
-class TrioDatagramEndpoint:
+class TrioDatagramEndpoint(DatagramEndpoint[TrioDatagramClient]):
     """One bound datagram socket on trio: the receiver loop, peers, and sending."""
 
     def __init__(self, listener: TrioDatagramListener, sock: socket.socket) -> None:
-        self.listener = listener
-        self.options = listener.options
-        self.backend = listener.backend
+        super().__init__(listener, sock)
+        self.trio_listener = listener
         self.raw = sock
-        self.sock = trio.socket.from_stdlib_socket(sock)
-        self.clients: dict[Any, TrioDatagramClient] = {}
-        self.closed = False
+        self.trio_sock = trio.socket.from_stdlib_socket(sock)
         self.nursery: trio.Nursery | None = None  # where client tasks run, once serving
         self._send_lock = trio.Lock()
 
     async def receive_loop(self, nursery: trio.Nursery) -> None:
         self.nursery = nursery
-        recvfrom = self.sock.recvfrom
+        recvfrom = self.trio_sock.recvfrom
         raw_recvfrom = self.raw.recvfrom
         while True:
             try:
@@ -548,7 +545,7 @@ class TrioDatagramEndpoint:
             except OSError as exc:
                 logger.debug("recvfrom() failed", error=str(exc))
                 continue
-            self._dispatch(data, address, nursery)
+            self._dispatch(data, address)
             for _ in range(READ_BATCH - 1):
                 try:
                     data, address = raw_recvfrom(MAX_DATAGRAM_SIZE)
@@ -557,40 +554,21 @@ class TrioDatagramEndpoint:
                 except OSError as exc:
                     logger.debug("recvfrom() failed", error=str(exc))
                     continue
-                self._dispatch(data, address, nursery)
+                self._dispatch(data, address)
 
-    def _dispatch(self, data: bytes, address: Any, nursery: trio.Nursery) -> None:
-        client = self.clients.get(address)
-        options = self.options
-        if client is None:
-            if self.listener.stopping():
-                return
-            if len(self.clients) >= options.max_clients:
-                options.drops(reason="max_clients reached")
-                return
-            client = self.clients[address] = TrioDatagramClient(self, address)
-            client._decoder.feed(data)
-            nursery.start_soon(client.run)
-            return
-        if not client._decoder.feed(data):
-            options.drops(reason="client queue full")
-            return
+    def _new_client(self, address: Any) -> TrioDatagramClient:
+        return TrioDatagramClient(self, address)
+
+    def _start(self, client: TrioDatagramClient) -> None:
+        assert self.nursery is not None  # datagrams are received only once serving
+        self.nursery.start_soon(client.run)
+
+    def _notify(self, client: TrioDatagramClient) -> None:
         client._wake()
 
     def forget(self, client: TrioDatagramClient) -> None:
-        if self.clients.get(client._address) is client:
-            del self.clients[client._address]
-            # Datagrams that arrived while the client was closing (after a handler error) go
-            # to a fresh client for the same peer: nothing received is lost.
-            pending = client._decoder.take_all()
-            if pending and not self.listener.stopping() and self.nursery is not None:
-                successor = self.clients[client._address] = TrioDatagramClient(
-                    self, client._address
-                )
-                for datagram in pending:
-                    successor._decoder.feed(datagram)
-                self.nursery.start_soon(successor.run)
-        self.listener.client_ended()
+        super().forget(client)
+        self.trio_listener.client_ended()
 
     async def send(self, data: bytes, address: Any) -> None:
         if self.closed:
@@ -601,7 +579,7 @@ class TrioDatagramEndpoint:
         except (BlockingIOError, InterruptedError):
             pass
         async with self._send_lock:
-            await self.sock.sendto(data, address)
+            await self.trio_sock.sendto(data, address)
 
 
 class TrioDatagramListener(Listener[DatagramOptions]):
