@@ -45,7 +45,7 @@ from protocols import (
 )
 from server_framework import TCPClient, UDPClient
 from server_framework.backend import current
-from server_framework.config import build_parser, load_settings
+from server_framework.cli.config import build_parser, load_settings
 from server_framework.servers import AsyncTCPServer
 
 from cli_helpers import ServerProcess, clean_env, cli, run_cli, udp_exchange
@@ -246,7 +246,7 @@ async def test_howto_cancel_from_thread(
 async def test_howto_tcp_options(backend_name: str) -> None:
     tcp_options = example("tcp_options")
     server = tcp_options.make_server("127.0.0.1", 0)
-    server._handler.request_timeout = 0.2  # the example's 30 s, shortened for the test
+    server._options.handler.request_timeout = 0.2  # the example's 30 s, shortened for the test
     async with serving(server):
 
         def scenario(address: Any) -> tuple[list[str], bool]:
