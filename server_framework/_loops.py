@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from server_framework.backend import AsyncBackend
-    from server_framework.clients._async_base import Connector
+    from server_framework.clients._transport import Connector
     from server_framework.servers._base import Listener
     from server_framework.servers._options import DatagramOptions, StreamOptions
 

@@ -5,6 +5,7 @@ return) and `SocketProxy` (a connection's socket, for options only). Then the pl
 `normalize_address`, and binding listening sockets before the loop-specific part starts.
 
 Binding happens before the loop-specific part starts, with plain :mod:`socket` calls:
+
 - ``host=None`` binds every interface: ``::`` (with ``IPV6_V6ONLY``) and ``0.0.0.0``, on one
   port, even with ``port=0`` (the IPv6 socket picks the port, the IPv4 one reuses it).
 - ``SO_REUSEADDR`` on every TCP listener (restarts do not wait for TIME_WAIT), ``SO_REUSEPORT``

@@ -30,7 +30,8 @@ after a ``FramingError`` it is not).
 from ._async_datagram import AsyncUDPClient, AsyncUnixDatagramClient
 from ._async_stream import AsyncTCPClient, AsyncUnixStreamClient
 from ._common import DEFAULT_CONNECT_TIMEOUT
-from ._sync import TCPClient, UDPClient, UnixDatagramClient, UnixStreamClient
+from ._sync_datagram import UDPClient, UnixDatagramClient
+from ._sync_stream import TCPClient, UnixStreamClient
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",

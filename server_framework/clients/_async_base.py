@@ -1,6 +1,6 @@
 """What the async clients share (``_async_stream``: :class:`AsyncTCPClient`,
 :class:`AsyncUnixStreamClient`; ``_async_datagram``: :class:`AsyncUDPClient`,
-:class:`AsyncUnixDatagramClient`), on asyncio, uvloop or trio, and what a loop must provide.
+:class:`AsyncUnixDatagramClient`), on asyncio, uvloop or trio: `AsyncClientBase`.
 
 Usage: ``async with AsyncTCPClient(address, protocol) as client:`` connects on entry and closes
 on exit; ``await client.connect()`` and ``await client.aclose()`` do the same by hand. The
@@ -9,10 +9,13 @@ constructor does no I/O, so a client can be made anywhere; it is then used only 
 
 Strategy. These classes hold what does not depend on the loop: the protocol and the stream
 decoder, timeouts (through the backend's cancel scopes), the busy check of receivers, and the
-errors' wording. Under each, a loop-specific *transport* moves bytes: for asyncio and uvloop an
-``asyncio.Protocol`` whose ``data_received`` feeds the decoder directly (``_asyncio.py``), for
-trio the trio socket or ``trio.SSLStream`` (``_trio.py``). Those modules are imported by
-``connect()``, for the loop running it; nothing else here imports asyncio or trio.
+connect/close lifecycle; the state and the rules shared with the blocking clients (usability,
+errors, the end of an iteration) are `ClientBase`'s (``_client_base``). Under each client, a
+loop-specific *transport* (the interface is ``_transport``) moves bytes: for asyncio and
+uvloop an ``asyncio.Protocol`` whose ``data_received`` feeds the decoder directly
+(``_asyncio.py``), for trio the trio socket or ``trio.SSLStream`` (``_trio.py``).
+``connect()`` asks ``server_framework._loops.connector`` for the running loop's connector,
+which imports that loop's module on first use; nothing here imports asyncio or trio.
 
 Per message, the costs are those of the wire layer plus one call: a ``recv_packet`` returns an
 already-decoded message without waiting (every frame of a read is decoded before the next
@@ -23,188 +26,40 @@ read), and ``send_packet`` encodes then hands the bytes to the transport in one 
 from __future__ import annotations
 
 import math
-import socket as _socket
-import ssl as _ssl
 from abc import ABC, abstractmethod
-from types import TracebackType
-from typing import Any, Self
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Self, TypeVar
 
-from protocols import StreamDecoder
+from server_framework._loops import connector
 from server_framework.backend import AsyncBackend, CancelScope, current
 from server_framework.exceptions import BusyResourceError
-from server_framework.sockets import Address, SocketProxy, normalize_address
 
-from ._common import (
-    check_timeout,
-    closed_error,
-    connect_timeout_error,
-)
+from ._client_base import ClientBase
+from ._common import check_timeout, closed_error, connect_timeout_error
+from ._transport import Connector
 
-__all__ = [
-    "AsyncClientBase",
-    "Connector",
-    "DatagramTransport",
-    "StreamTransport",
-    "connector_for",
-]
+__all__ = ["AsyncClientBase"]
+
+T = TypeVar("T")
 
 
-# -- what the loop-specific modules provide ---------------------------------------------------
+class AsyncClientBase(ClientBase, ABC):
+    """The connect/close lifecycle, timeouts and receivers' bookkeeping of every async client."""
 
-
-class StreamTransport(ABC):
-    """The bytes of one stream connection, on one event loop (internal)."""
-
-    __slots__ = ()
-
-    @abstractmethod
-    async def receive(self) -> bool:
-        """Wait for more bytes and feed them to the connection's decoder.
-
-        Returns:
-            True once something was fed, False at the end of the stream (at once if it was
-            reached before).
-
-        Raises:
-            ConnectionError: the connection broke.
-            ClosedResourceError: we closed it (before or during the call).
-
-        Cancellation: nothing received is lost.
-        """
-
-    @abstractmethod
-    async def send_all(self, data: bytes | bytearray) -> None:
-        """Send all of ``data``; the data of concurrent calls never interleave.
-
-        Raises:
-            ConnectionError: the connection broke, or the server closed it.
-            ClosedResourceError: we closed it.
-        """
-
-    @abstractmethod
-    def abort(self) -> None:
-        """Close at once, without any goodbye (after a framing error)."""
-
-    @abstractmethod
-    async def aclose(self) -> None:
-        """Close gracefully (flush, TLS ``close_notify``) within a bounded time. Idempotent."""
-
-    @abstractmethod
-    def extra(self) -> tuple[Any, Any, Any]:
-        """``(socket-like object, peer address, local address)`` as the OS reports them."""
-
-
-class DatagramTransport(ABC):
-    """One connected datagram socket, on one event loop (internal)."""
-
-    __slots__ = ()
-
-    @abstractmethod
-    async def receive(self) -> bytes:
-        """Wait for the next datagram and return it.
-
-        Raises:
-            OSError: from the socket (``ConnectionRefusedError`` for an unreachable server).
-            ClosedResourceError: we closed it (before or during the call).
-        """
-
-    @abstractmethod
-    async def send(self, data: bytes) -> None:
-        """Send one datagram, waiting only if the socket's buffer is full.
-
-        Raises:
-            OSError: from the socket.
-            ClosedResourceError: we closed it.
-        """
-
-    @abstractmethod
-    async def aclose(self) -> None:
-        """Close the socket; waiting receivers and senders get ``ClosedResourceError``."""
-
-
-class Connector(ABC):
-    """Opens transports on one event loop (internal; one instance per loop module)."""
-
-    __slots__ = ()
-
-    @abstractmethod
-    async def open_tcp(
-        self,
-        family: int,
-        sockaddr: Any,
-        decoder: StreamDecoder[Any],
-        ssl: _ssl.SSLContext | None,
-        server_hostname: str | None,
-    ) -> StreamTransport:
-        """Connect to one resolved address (TLS handshake included), ``TCP_NODELAY`` set.
-
-        Raises:
-            OSError: the connection failed.
-            ssl.SSLError: the TLS handshake failed.
-        """
-
-    @abstractmethod
-    async def open_unix(self, path: str, decoder: StreamDecoder[Any]) -> StreamTransport:
-        """Connect to a Unix stream socket.
-
-        Raises:
-            OSError: the connection failed.
-        """
-
-    @abstractmethod
-    def open_datagram(self, sock: _socket.socket) -> DatagramTransport:
-        """Take over a connected, non-blocking datagram socket."""
-
-
-def connector_for(backend: AsyncBackend) -> Connector:
-    """The connector of the loop ``backend`` runs (its module is imported on first use)."""
-    if backend.name == "trio":
-        from ._trio import CONNECTOR  # noqa: PLC0415  (trio only when it runs)
-
-        return CONNECTOR
-    from ._asyncio import CONNECTOR as ASYNCIO_CONNECTOR  # noqa: PLC0415
-
-    return ASYNCIO_CONNECTOR
-
-
-# -- shared by every async client -------------------------------------------------------------
-
-
-class AsyncClientBase(ABC):
-    """Connection state and the lifecycle methods every async client shares."""
-
-    __slots__ = (
-        "_backend",
-        "_closed",
-        "_connect_timeout",
-        "_local",
-        "_peer",
-        "_receiving",
-        "_socket",
-    )
+    __slots__ = ("_backend", "_connect_timeout", "_receiving")
 
     def __init__(self, connect_timeout: float | None) -> None:
         check_timeout(connect_timeout, "connect_timeout")
+        super().__init__()
         self._connect_timeout = connect_timeout
-        # Set by connect().
-        self._backend: AsyncBackend | None = None
-        self._socket: Any = None
-        self._peer: Address | None = None
-        self._local: Address | None = None
-        # Changing state.
-        self._closed = False
+        self._backend: AsyncBackend | None = None  # set by connect()
         self._receiving = False
 
     async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def connect(self) -> None:
@@ -229,7 +84,7 @@ class AsyncClientBase(ABC):
         scope = backend.timeout(math.inf if timeout is None else timeout)
         try:
             with scope:
-                await self._open(connector_for(backend), backend)
+                await self._open(connector(backend), backend)
         except BaseException as exc:
             self._open_failed()
             if isinstance(exc, TimeoutError) and scope.cancelled_caught:
@@ -254,53 +109,6 @@ class AsyncClientBase(ABC):
         self._closed = True
         await self._close_transport()
 
-    def is_closed(self) -> bool:
-        """True once :meth:`aclose` was called."""
-        return self._closed
-
-    @property
-    def peer_address(self) -> Address:
-        """The server's address: ``(host, port)``, or the socket path for Unix sockets.
-
-        Raises:
-            RuntimeError: the client was never connected.
-        """
-        if self._peer is None:
-            raise self._not_connected()
-        return self._peer
-
-    @property
-    def local_address(self) -> Address:
-        """This end's address: ``(host, port)``, or a path (``""`` if unnamed) for Unix sockets.
-
-        Raises:
-            RuntimeError: the client was never connected.
-        """
-        if self._local is None:
-            raise self._not_connected()
-        return self._local
-
-    @property
-    def socket(self) -> SocketProxy:
-        """The client's socket, for options such as ``SO_KEEPALIVE`` (see ``SocketProxy``).
-
-        Raises:
-            RuntimeError: the client was never connected.
-        """
-        if self._socket is None:
-            raise self._not_connected()
-        return SocketProxy(self._socket)
-
-    def _connected(self, sock: Any, peer: Any, local: Any) -> None:
-        self._socket = sock
-        self._peer = normalize_address(peer)
-        self._local = normalize_address(local)
-
-    def _not_connected(self) -> RuntimeError:
-        return RuntimeError(
-            "the client is not connected: use 'async with client:' or 'await client.connect()'"
-        )
-
     def _busy(self) -> BusyResourceError:
         return BusyResourceError(
             "another task is already receiving on this client: receive from one task only"
@@ -309,6 +117,19 @@ class AsyncClientBase(ABC):
     def _timeout_scope(self, timeout: float) -> CancelScope:
         assert self._backend is not None
         return self._backend.timeout(timeout)
+
+    async def _iterate(
+        self, receive: Callable[[float | None], Awaitable[T]], timeout: float | None
+    ) -> AsyncIterator[T]:
+        """``iter_received_packets``: ``receive`` until an error that `_ends_iteration`."""
+        while True:
+            try:
+                packet = await receive(timeout)
+            except (TimeoutError, ConnectionError) as exc:
+                if self._ends_iteration(exc):
+                    return
+                raise
+            yield packet
 
     @abstractmethod
     def _target(self) -> Any:
@@ -322,5 +143,5 @@ class AsyncClientBase(ABC):
     async def _close_transport(self) -> None:
         """Close what ``_open`` opened."""
 
-    def _open_failed(self) -> None:  # noqa: B027  (an optional hook)
+    def _open_failed(self) -> None:
         """Clean up after ``_open`` failed or was cancelled (it closed its own sockets)."""

@@ -1,5 +1,9 @@
 """Async datagram clients: :class:`AsyncUDPClient` and :class:`AsyncUnixDatagramClient` (see
 ``_async_base`` for the design). One datagram is one message: no decoder, no framing.
+
+Connecting makes a connected, non-blocking datagram socket (with the blocking clients'
+helpers of ``_common``: it never waits, but for a host name's resolution in a worker thread),
+then hands it to the loop's connector.
 """
 
 from __future__ import annotations
@@ -13,18 +17,20 @@ from typing import Any, Generic, TypeVar
 from protocols import DatagramProtocol
 from server_framework.backend import AsyncBackend
 
-from ._async_base import AsyncClientBase, Connector, DatagramTransport
+from ._async_base import AsyncClientBase
 from ._common import (
-    bind_unix_datagram,
+    check_protocol,
     check_timeout,
-    closed_error,
     connect_error,
-    datagram_error,
+    raise_datagram_error,
     receive_timeout_error,
     resolve,
     resolve_numeric,
+    udp_socket,
+    unix_datagram_socket,
     unlink_quietly,
 )
+from ._transport import Connector, DatagramTransport
 
 __all__ = ["AsyncUDPClient", "AsyncUnixDatagramClient"]
 
@@ -38,8 +44,7 @@ class _AsyncDatagramClient(AsyncClientBase, Generic[SendT, RecvT]):
     __slots__ = ("_protocol", "_transport")
 
     def __init__(self, protocol: DatagramProtocol[SendT, RecvT]) -> None:
-        if not isinstance(protocol, DatagramProtocol):
-            raise TypeError(f"expected a DatagramProtocol, got {protocol!r}")
+        check_protocol(protocol, DatagramProtocol)
         # Connecting a datagram socket never waits (only a host name's resolution may).
         super().__init__(None)
         self._protocol = protocol
@@ -65,10 +70,7 @@ class _AsyncDatagramClient(AsyncClientBase, Generic[SendT, RecvT]):
         try:
             await transport.send(data)
         except OSError as exc:
-            error = datagram_error(exc, self._peer)
-            if error is None:
-                raise
-            raise error from exc
+            raise_datagram_error(exc, self._peer)
 
     async def recv_packet(self, timeout: float | None = None) -> RecvT:
         """Return the message in the next datagram from the server.
@@ -108,10 +110,7 @@ class _AsyncDatagramClient(AsyncClientBase, Generic[SendT, RecvT]):
                         raise receive_timeout_error(timeout, "datagram") from None
                     raise
         except OSError as exc:
-            error = datagram_error(exc, self._peer)
-            if error is None:
-                raise
-            raise error from exc
+            raise_datagram_error(exc, self._peer)
         finally:
             self._receiving = False
         return self._protocol.decode(data)
@@ -132,20 +131,7 @@ class _AsyncDatagramClient(AsyncClientBase, Generic[SendT, RecvT]):
         Cancellation: no datagram is lost.
         """
         check_timeout(timeout)
-        return self._iterate(timeout)
-
-    async def _iterate(self, timeout: float | None) -> AsyncIterator[RecvT]:
-        while True:
-            try:
-                packet = await self.recv_packet(timeout)
-            except TimeoutError:
-                return
-            yield packet
-
-    def _unusable(self) -> Exception:
-        if self._closed:
-            return closed_error()
-        return self._not_connected()
+        return self._iterate(self.recv_packet, timeout)
 
     async def _open(self, connector: Connector, backend: AsyncBackend) -> None:
         sock = await self._make_socket(backend)
@@ -208,27 +194,14 @@ class AsyncUDPClient(_AsyncDatagramClient[SendT, RecvT]):
     async def _make_socket(self, backend: AsyncBackend) -> _socket.socket:
         host, port = self._address
         infos = resolve_numeric(host, port, _socket.SOCK_DGRAM)
-        try:
-            if infos is None:
+        if infos is None:
+            try:
                 infos = await backend.run_in_thread(
                     resolve, host, port, _socket.SOCK_DGRAM, abandon_on_cancel=True
                 )
-            family, sockaddr = infos[0]
-            sock = _socket.socket(family, _socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise connect_error(exc, self._address) from exc
-        try:
-            if self._local_address is not None:
-                sock.bind(self._local_address)
-            sock.setblocking(False)
-            try:
-                sock.connect(sockaddr)  # a datagram socket connects at once
             except OSError as exc:
                 raise connect_error(exc, self._address) from exc
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return udp_socket(self._address, infos[0], self._local_address)
 
     def __repr__(self) -> str:
         return f"<AsyncUDPClient server={self._address!r} closed={self._closed}>"
@@ -267,17 +240,7 @@ class AsyncUnixDatagramClient(_AsyncDatagramClient[SendT, RecvT]):
         return self._path
 
     async def _make_socket(self, backend: AsyncBackend) -> _socket.socket:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-        try:
-            self._bound = bind_unix_datagram(sock, self._local_path)
-            sock.setblocking(False)
-            try:
-                sock.connect(self._path)
-            except OSError as exc:
-                raise connect_error(exc, self._path) from exc
-        except BaseException:
-            sock.close()
-            raise
+        sock, self._bound = unix_datagram_socket(self._path, self._local_path)
         return sock
 
     def _open_failed(self) -> None:

@@ -3,7 +3,11 @@
 
 Receiving: ``recv_packet`` first takes a message the decoder already holds (every frame of a
 read was decoded, so pipelined responses cost no wait at all); only when it holds none does it
-ask the transport for more bytes, under the backend's timeout scope if a timeout is given.
+ask the transport for more bytes, under the backend's timeout scope if a timeout is given. A
+framing error breaks the connection (``ClientBase._break``): the transport is aborted.
+
+Connecting: a TCP host name is resolved in a worker thread (a numeric host is not), then its
+addresses are tried in turn, each through the loop's connector.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ from typing import Any, Generic, TypeVar
 from protocols import FramingError, StreamDecoder, StreamProtocol
 from server_framework.backend import AsyncBackend
 
-from ._async_base import AsyncClientBase, Connector, StreamTransport
+from ._async_base import AsyncClientBase
 from ._common import (
     DEFAULT_CONNECT_TIMEOUT,
+    check_protocol,
     check_timeout,
-    closed_error,
     connect_error,
+    encode_all,
     peer_closed_error,
     receive_timeout_error,
     resolve,
     resolve_numeric,
 )
+from ._transport import ClientTLS, Connector, StreamTransport
 
 __all__ = ["AsyncTCPClient", "AsyncUnixStreamClient"]
 
@@ -38,19 +44,16 @@ RecvT = TypeVar("RecvT")
 class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
     """What :class:`AsyncTCPClient` and :class:`AsyncUnixStreamClient` share."""
 
-    __slots__ = ("_broken", "_decoder", "_eof", "_protocol", "_transport")
+    __slots__ = ("_decoder", "_protocol", "_transport")
 
     def __init__(
         self, protocol: StreamProtocol[SendT, RecvT], connect_timeout: float | None
     ) -> None:
-        if not isinstance(protocol, StreamProtocol):
-            raise TypeError(f"expected a StreamProtocol, got {protocol!r}")
+        check_protocol(protocol, StreamProtocol)
         super().__init__(connect_timeout)
         self._protocol = protocol
         self._decoder: StreamDecoder[RecvT] = protocol.decoder()
         self._transport: StreamTransport | None = None
-        self._eof = False
-        self._broken: str | None = None
 
     async def send_packet(self, packet: SendT) -> None:
         """Serialize, frame and send ``packet``.
@@ -70,11 +73,7 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
             trio, a send cancelled after writing part of the frame leaves the connection
             unusable (it is closed, and later calls raise ``ConnectionError``).
         """
-        transport = self._transport
-        if transport is None:
-            raise self._unusable()
-        if self._eof:
-            raise peer_closed_error()
+        transport = self._sender()
         await transport.send_all(self._protocol.encode(packet))
 
     async def send_packets(self, packets: Iterable[SendT]) -> None:
@@ -92,15 +91,8 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
 
         Cancellation: as :meth:`send_packet`, the batch counting as one frame.
         """
-        transport = self._transport
-        if transport is None:
-            raise self._unusable()
-        if self._eof:
-            raise peer_closed_error()
-        buffer = bytearray()
-        encode_into = self._protocol.encode_into
-        for packet in packets:
-            encode_into(packet, buffer)
+        transport = self._sender()
+        buffer = encode_all(self._protocol, packets)
         if buffer:
             await transport.send_all(buffer)
 
@@ -138,38 +130,31 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
             raise self._unusable()
         decoder = self._decoder
         try:
-            return next(decoder)
-        except StopIteration:
-            pass
+            for packet in decoder:  # a message received already
+                return packet
+            if timeout is None:
+                return await self._receive(transport, decoder)
+            check_timeout(timeout)
+            scope = self._timeout_scope(timeout)
+            try:
+                with scope:
+                    return await self._receive(transport, decoder)
+            except TimeoutError:
+                if scope.cancelled_caught:
+                    raise receive_timeout_error(timeout) from None
+                raise
         except FramingError as exc:
             self._break(exc)
-            raise
-        if timeout is None:
-            return await self._receive(transport, decoder)
-        check_timeout(timeout)
-        scope = self._timeout_scope(timeout)
-        try:
-            with scope:
-                return await self._receive(transport, decoder)
-        except TimeoutError:
-            if scope.cancelled_caught:
-                raise receive_timeout_error(timeout) from None
             raise
 
     async def _receive(self, transport: StreamTransport, decoder: StreamDecoder[RecvT]) -> RecvT:
         self._receiving = True
         try:
-            while True:
-                if not await transport.receive():
-                    self._eof = True
-                    raise peer_closed_error(decoder.buffered)
-                try:
-                    return next(decoder)
-                except StopIteration:
-                    continue
-                except FramingError as exc:
-                    self._break(exc)
-                    raise
+            while await transport.receive():
+                for packet in decoder:
+                    return packet
+            self._eof = True
+            raise peer_closed_error(decoder.buffered)
         finally:
             self._receiving = False
 
@@ -191,32 +176,18 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
         Cancellation: nothing received is lost (see :meth:`recv_packet`).
         """
         check_timeout(timeout)
-        return self._iterate(timeout)
+        return self._iterate(self.recv_packet, timeout)
 
-    async def _iterate(self, timeout: float | None) -> AsyncIterator[RecvT]:
-        while True:
-            try:
-                packet = await self.recv_packet(timeout)
-            except TimeoutError:
-                return
-            except ConnectionError:
-                if self._eof and self._broken is None:
-                    return
-                raise
-            yield packet
+    def _sender(self) -> StreamTransport:
+        """The transport to send on, or the error of a client that cannot send."""
+        transport = self._transport
+        if transport is None:
+            raise self._unusable()
+        if self._eof:
+            raise peer_closed_error()
+        return transport
 
-    def _unusable(self) -> Exception:
-        if self._closed:
-            return closed_error()
-        if self._broken is not None:
-            return ConnectionError(self._broken)
-        return self._not_connected()
-
-    def _break(self, exc: FramingError) -> None:
-        self._broken = (
-            "the connection is unusable: the server sent bytes that cannot be split into "
-            f"messages ({type(exc).__name__}: {exc})"
-        )
+    def _shut_down(self) -> None:
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.abort()
@@ -258,7 +229,7 @@ class AsyncTCPClient(_AsyncStreamClient[SendT, RecvT]):
             print(await client.recv_packet(timeout=5))
     """
 
-    __slots__ = ("_address", "_server_hostname", "_ssl")
+    __slots__ = ("_address", "_tls")
 
     def __init__(
         self,
@@ -274,8 +245,9 @@ class AsyncTCPClient(_AsyncStreamClient[SendT, RecvT]):
             raise ValueError("server_hostname is only meaningful with ssl")
         host, port = address
         self._address = (host, port)
-        self._ssl = ssl
-        self._server_hostname = host if server_hostname is None else server_hostname
+        self._tls: ClientTLS | None = None
+        if ssl is not None:
+            self._tls = ClientTLS(ssl, host if server_hostname is None else server_hostname)
 
     def _target(self) -> Any:
         return self._address
@@ -293,13 +265,7 @@ class AsyncTCPClient(_AsyncStreamClient[SendT, RecvT]):
         error: OSError | None = None
         for family, sockaddr in infos:
             try:
-                transport = await connector.open_tcp(
-                    family,
-                    sockaddr,
-                    self._decoder,
-                    self._ssl,
-                    self._server_hostname if self._ssl is not None else None,
-                )
+                transport = await connector.open_tcp(family, sockaddr, self._decoder, self._tls)
             except _ssl.SSLError:
                 raise
             except OSError as exc:

@@ -5,7 +5,8 @@ feeds the client's decoder directly and wakes the task waiting in ``receive``, i
 ``send_all`` is one ``transport.write``, which sends at once when the socket has room; a sender
 waits only after ``pause_writing`` (the transport's buffer is over its high-water mark). Reading
 pauses while more than ``READ_HIGH_WATER`` bytes wait undecoded with nobody receiving (a client
-that sends without reading the answers), and resumes as soon as a receiver asks for more.
+that sends without reading the answers), and resumes as soon as a receiver asks for more. Both
+halves of flow control are the servers' too: ``server_framework._asyncio_flow``.
 
 Datagrams: the non-blocking socket itself, as the servers do: ``recv``/``send`` at once, and
 ``add_reader``/``add_writer`` only when they would block (asyncio's own datagram transport
@@ -16,27 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl as _ssl
 from typing import Any, Final, cast
 
 from protocols import StreamDecoder
+from server_framework._asyncio_flow import READ_HIGH_WATER, WriteFlow
+from server_framework.sockets import MAX_DATAGRAM_SIZE
 
-from ._async_base import Connector, DatagramTransport, StreamTransport
-from ._common import (
-    MAX_DATAGRAM_SIZE,
-    closed_error,
-    connection_lost_error,
-    peer_closed_error,
-)
+from ._common import CLOSE_TIMEOUT, closed_error, connection_lost_error, peer_closed_error
+from ._transport import ClientTLS, Connector, DatagramTransport, StreamTransport
 
 __all__ = ["CONNECTOR", "AsyncIOConnector", "AsyncIODatagramTransport", "AsyncIOStreamTransport"]
-
-#: Pause reading while this many received bytes wait undecoded and no task receives; resume
-#: when one does. The servers' bound, and asyncio's default write high-water mark.
-READ_HIGH_WATER: Final = 64 * 1024
-#: Seconds ``aclose`` lets a graceful close take (buffered data flushed, TLS ``close_notify``
-#: exchanged) before it aborts the connection: the servers' default TLS shutdown timeout.
-CLOSE_TIMEOUT: Final = 10.0
 
 
 class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
@@ -45,16 +35,15 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
     __slots__ = (
         "_closed",
         "_decoder",
-        "_drain_waiter",
         "_eof",
         "_error",
+        "_flow",
         "_loop",
         "_lost",
         "_lost_waiter",
         "_reading_paused",
         "_transport",
         "_waiter",
-        "_write_paused",
     )
 
     def __init__(self, decoder: StreamDecoder[Any], loop: asyncio.AbstractEventLoop) -> None:
@@ -63,12 +52,11 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._lost_waiter: asyncio.Future[None] = loop.create_future()
-        # One task at most waits for data, several may wait for the write buffer to drain.
+        # One task at most waits for data (_waiter); several may wait for the write buffer to
+        # drain (_flow).
         self._waiter: asyncio.Future[bool] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
-        # Flow control.
+        self._flow = WriteFlow(loop, self._write_stopped)
         self._reading_paused = False
-        self._write_paused = False
         # How it ends: the server's EOF, an error, or our close (set once each).
         self._eof = False
         self._error: BaseException | None = None
@@ -109,16 +97,15 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
         elif not self._closed:
             self._error = exc
         self._wake_receiver()
-        self._wake_drain()
+        self._flow.wake()
         if not self._lost_waiter.done():
             self._lost_waiter.set_result(None)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._flow.pause()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
-        self._wake_drain()
+        self._flow.resume()
 
     # -- StreamTransport ----------------------------------------------------------------
 
@@ -151,20 +138,22 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
         if self._closed or self._lost or transport.is_closing():
             raise self._send_error()
         transport.write(data)
-        if self._write_paused:
-            await self._drain()
+        if self._flow.paused:
+            await self._flow.wait()
+            if self._write_stopped():
+                raise self._send_error()
 
     def abort(self) -> None:
         self._closed = True
         self._wake_receiver()
-        self._wake_drain()
+        self._flow.wake()
         if self._transport is not None:
             self._transport.abort()
 
     async def aclose(self) -> None:
         self._closed = True
         self._wake_receiver()
-        self._wake_drain()
+        self._flow.wake()
         transport = self._transport
         if transport is None or self._lost_waiter.done():
             return
@@ -196,22 +185,8 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(False)
 
-    def _wake_drain(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None:
-            self._drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def _drain(self) -> None:
-        while self._write_paused and not self._lost and not self._closed:
-            waiter = self._drain_waiter
-            if waiter is None:
-                waiter = self._drain_waiter = self._loop.create_future()
-            # Shielded: the waiter is shared by every blocked sender.
-            await asyncio.shield(waiter)
-        if self._lost or self._closed:
-            raise self._send_error()
+    def _write_stopped(self) -> bool:
+        return self._lost or self._closed
 
     def _send_error(self) -> Exception:
         if self._closed:
@@ -301,19 +276,14 @@ class AsyncIOConnector(Connector):
     __slots__ = ()
 
     async def open_tcp(
-        self,
-        family: int,
-        sockaddr: Any,
-        decoder: StreamDecoder[Any],
-        ssl: _ssl.SSLContext | None,
-        server_hostname: str | None,
+        self, family: int, sockaddr: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
     ) -> StreamTransport:
         loop = asyncio.get_running_loop()
-        tls: dict[str, Any] = {}
-        if ssl is not None:
-            tls = {
-                "ssl": ssl,
-                "server_hostname": server_hostname,
+        tls_args: dict[str, Any] = {}
+        if tls is not None:
+            tls_args = {
+                "ssl": tls.context,
+                "server_hostname": tls.server_hostname,
                 "ssl_shutdown_timeout": CLOSE_TIMEOUT,
             }
         # A numeric host: asyncio and uvloop do not resolve it again. Both loops set
@@ -323,7 +293,7 @@ class AsyncIOConnector(Connector):
             sockaddr[0],
             sockaddr[1],
             family=family,
-            **tls,
+            **tls_args,
         )
         return protocol
 

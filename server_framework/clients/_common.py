@@ -1,6 +1,14 @@
-"""What every client shares: defaults, addresses, name resolution, and the wording of errors.
+"""The functions and constants every client uses, blocking or async: defaults, argument
+checks, name resolution, the datagram sockets' setup, and the wording of errors (a client's
+state, and the rules read from it, are `ClientBase`'s, in ``_client_base``).
 
-Errors, by who ended the client's usefulness (the same for blocking and async clients):
+Strategy: the blocking clients (``_sync_*``) and the async ones (``_async_*``) move bytes
+differently (``poll()`` on a non-blocking socket; a loop's transport), but decide alike; what
+does not depend on how the bytes move is written once, here and in ``_client_base``: what a
+client raises when it cannot be used, how a datagram error is reworded, how a datagram socket
+is bound and connected, how a batch of packets is encoded.
+
+Errors, by who ended the client's usefulness:
 
 - we closed it: :class:`~server_framework.exceptions.ClosedResourceError`;
 - the server closed or broke the connection: the builtin :class:`ConnectionError` (exactly that
@@ -11,7 +19,8 @@ Errors, by who ended the client's usefulness (the same for blocking and async cl
   ``socket.gaierror``...) with a message naming the address, or :class:`TimeoutError`;
 - the server sent a bad message: the :class:`~protocols.ProtocolError` itself.
 
-Nothing here does I/O but :func:`resolve` (a DNS lookup) and the Unix socket file helpers.
+Nothing here does I/O but :func:`resolve` (a DNS lookup) and the datagram socket helpers (which
+bind and connect without waiting).
 """
 
 from __future__ import annotations
@@ -22,42 +31,50 @@ import os
 import secrets
 import socket
 import tempfile
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Any, Final, NoReturn, TypeVar
 
+from protocols import StreamProtocol
 from server_framework.exceptions import ClosedResourceError
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
-    "MAX_DATAGRAM_SIZE",
-    "RECEIVE_SIZE",
-    "bind_unix_datagram",
+    "check_protocol",
     "check_timeout",
     "closed_error",
     "connect_error",
     "connect_timeout_error",
     "connection_lost_error",
-    "datagram_error",
     "describe",
+    "encode_all",
     "peer_closed_error",
+    "raise_datagram_error",
     "receive_timeout_error",
     "resolve",
     "resolve_numeric",
+    "udp_socket",
+    "unix_datagram_socket",
     "unlink_quietly",
+    "unusable_error",
 ]
+
+T = TypeVar("T")
 
 #: Seconds allowed to connect (name resolution, TCP handshake and TLS handshake together) when
 #: the caller does not say: long enough for a slow network, short enough that a dead address
 #: does not hang a program (the kernel's own SYN retries give up only after about two minutes).
 DEFAULT_CONNECT_TIMEOUT: Final = 30.0
-#: Bytes asked of each receive call: one read takes up to 64 KiB of pipelined responses, which
-#: are all decoded before the socket is read again (the servers use the same size).
-RECEIVE_SIZE: Final = 65536
-#: Largest datagram received: the largest UDP payload is 65507 bytes; a larger Unix datagram
-#: is truncated by the kernel (and then fails to decode). The servers use the same bound.
-MAX_DATAGRAM_SIZE: Final = 65536
+#: Seconds an async client's ``aclose`` lets a graceful close take (buffered data flushed, TLS
+#: ``close_notify`` exchanged) before it aborts the connection: the servers' default TLS
+#: shutdown timeout.
+CLOSE_TIMEOUT: Final = 10.0
 #: Attempts at binding a fresh random path for a Unix datagram client (a collision of 64 random
 #: bits is only a stale file left by a crashed process, so a few tries are plenty).
 _BIND_ATTEMPTS: Final = 8
+
+
+# -- arguments and addresses -------------------------------------------------------------------
 
 
 def describe(address: Any) -> str:
@@ -76,6 +93,16 @@ def check_timeout(timeout: float | None, name: str = "timeout") -> None:
     """
     if timeout is not None and not timeout >= 0:  # also rejects NaN
         raise ValueError(f"{name} must be >= 0 or None, got {timeout!r}")
+
+
+def check_protocol(protocol: object, kind: type) -> None:
+    """Reject a protocol of the wrong kind (a ``DatagramProtocol`` given to a stream client...).
+
+    Raises:
+        TypeError: ``protocol`` is not a ``kind``.
+    """
+    if not isinstance(protocol, kind):
+        raise TypeError(f"expected a {kind.__name__}, got {protocol!r}")
 
 
 def resolve_numeric(host: str, port: int, kind: socket.SocketKind) -> list[tuple[int, Any]] | None:
@@ -102,6 +129,22 @@ def _unique(infos: list[Any]) -> list[tuple[int, Any]]:
         if (family, sockaddr) not in found:
             found.append((family, sockaddr))
     return found
+
+
+def encode_all(protocol: StreamProtocol[T, Any], packets: Iterable[T]) -> bytearray:
+    """Serialize and frame every packet into one buffer (``send_packets``: one write for all).
+
+    Raises:
+        SerializeError: a packet cannot be serialized.
+    """
+    buffer = bytearray()
+    encode_into = protocol.encode_into
+    for packet in packets:
+        encode_into(packet, buffer)
+    return buffer
+
+
+# -- errors ------------------------------------------------------------------------------------
 
 
 def connect_error(exc: OSError, address: Any) -> OSError:
@@ -142,6 +185,14 @@ def closed_error() -> ClosedResourceError:
     return ClosedResourceError("the client is closed: create a new client to reconnect")
 
 
+def unusable_error(closed: bool, broken: str | None) -> Exception:
+    """The error of a call on a client (or a connection) that is ``closed`` by this program or
+    ``broken`` (the reason); for a caller that found one of the two true."""
+    if closed:
+        return closed_error()
+    return ConnectionError(broken)
+
+
 def peer_closed_error(pending: int = 0) -> ConnectionError:
     """The error of a call after the server closed the connection (``pending``: bytes of an
     unfinished message received before the end)."""
@@ -158,32 +209,84 @@ def connection_lost_error(cause: BaseException | str) -> ConnectionError:
     return ConnectionError(f"the connection to the server was lost: {cause}")
 
 
-def datagram_error(exc: OSError, address: Any) -> OSError | None:
-    """A datagram socket's error reworded to name the server, or None to raise ``exc`` as is.
+def raise_datagram_error(exc: OSError, address: Any, *, closed: bool = False) -> NoReturn:
+    """Raise the error of a datagram socket's failed call (``exc``), reworded to name the server.
 
     On a connected datagram socket the kernel reports the server's ICMP "port unreachable"
     (UDP) or its vanished socket (Unix) as ``ConnectionRefusedError`` on a later call; the
-    client stays usable (the server may come back).
+    client stays usable (the server may come back). ``closed``: this program closed the client
+    meanwhile (then ``ClosedResourceError``). Other errors are raised as they are.
     """
+    if closed:
+        raise closed_error() from exc
     if isinstance(exc, ConnectionError) and exc.errno is not None:
-        return type(exc)(
+        raise type(exc)(
             exc.errno,
             f"the server at {describe(address)} is not reachable: {exc.strerror} (is it running?)",
-        )
-    return None
+        ) from exc
+    raise exc
 
 
-def bind_unix_datagram(sock: socket.socket, local_path: str | None) -> str:
-    """Bind a Unix datagram socket to ``local_path``, or to a fresh path in the temp directory.
+# -- datagram sockets --------------------------------------------------------------------------
 
-    A Unix datagram server can answer only a peer that has an address, hence the binding.
 
-    Returns:
-        The path bound (the caller removes it when it closes the socket).
+def udp_socket(
+    address: tuple[str, int], resolved: tuple[int, Any], local_address: tuple[str, int] | None
+) -> socket.socket:
+    """A non-blocking UDP socket, bound to ``local_address`` (if given) and connected to
+    ``resolved`` (``(family, sockaddr)``, one of the addresses ``address`` resolved to).
+
+    Connected, only the server's datagrams are received, and the kernel reports an unreachable
+    server. Connecting a datagram socket only records the peer: it never waits.
 
     Raises:
-        OSError: the bind failed (for example, ``local_path`` exists).
+        OSError: the socket cannot be made, bound or connected (connecting: with ``address`` in
+            the message).
     """
+    family, sockaddr = resolved
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise connect_error(exc, address) from exc
+    try:
+        if local_address is not None:
+            sock.bind(local_address)
+        _connect_datagram(sock, sockaddr, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def unix_datagram_socket(path: str, local_path: str | None) -> tuple[socket.socket, str]:
+    """A non-blocking Unix datagram socket, bound and connected to the server's ``path``.
+
+    A Unix datagram server can answer only a peer that has an address, hence the binding: to
+    ``local_path``, or to a fresh path in the temporary directory.
+
+    Returns:
+        The socket and the path it is bound to (the caller removes it when it closes the
+        socket; on failure nothing is left behind).
+
+    Raises:
+        OSError: the server's path is not a socket in use (``FileNotFoundError``,
+            ``ConnectionRefusedError``, with the path in the message), or the bind failed (for
+            example, ``local_path`` exists).
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    bound: str | None = None
+    try:
+        bound = _bind_unix_datagram(sock, local_path)
+        _connect_datagram(sock, path, path)
+    except BaseException:
+        sock.close()
+        if bound is not None:
+            unlink_quietly(bound)
+        raise
+    return sock, bound
+
+
+def _bind_unix_datagram(sock: socket.socket, local_path: str | None) -> str:
     if local_path is not None:
         sock.bind(local_path)
         return local_path
@@ -198,6 +301,14 @@ def bind_unix_datagram(sock: socket.socket, local_path: str | None) -> str:
             continue
         return path
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _connect_datagram(sock: socket.socket, sockaddr: Any, address: Any) -> None:
+    try:
+        sock.connect(sockaddr)
+    except OSError as exc:
+        raise connect_error(exc, address) from exc
+    sock.setblocking(False)
 
 
 def unlink_quietly(path: str) -> None:

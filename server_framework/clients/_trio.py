@@ -19,26 +19,23 @@ from __future__ import annotations
 
 import socket
 import ssl as _ssl
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import trio
 
 from protocols import StreamDecoder
+from server_framework.sockets import MAX_DATAGRAM_SIZE, RECEIVE_SIZE
 
-from ._async_base import Connector, DatagramTransport, StreamTransport
 from ._common import (
-    MAX_DATAGRAM_SIZE,
-    RECEIVE_SIZE,
+    CLOSE_TIMEOUT,
     closed_error,
     connection_lost_error,
     peer_closed_error,
+    unusable_error,
 )
+from ._transport import ClientTLS, Connector, DatagramTransport, StreamTransport
 
 __all__ = ["CONNECTOR", "TrioConnector", "TrioDatagramTransport", "TrioStreamTransport"]
-
-#: Seconds ``aclose`` lets the TLS ``close_notify`` take before closing the socket regardless:
-#: the servers' default TLS shutdown timeout.
-CLOSE_TIMEOUT: Final = 10.0
 
 
 class _SendGate:
@@ -194,10 +191,8 @@ class TrioStreamTransport(StreamTransport):
         return (sock, sock.getpeername(), sock.getsockname())
 
     def _check_usable(self) -> None:
-        if self._closed:
-            raise closed_error()
-        if self._broken is not None:
-            raise ConnectionError(self._broken)
+        if self._closed or self._broken is not None:
+            raise unusable_error(self._closed, self._broken)
 
     def _abort_broken(self, reason: str) -> None:
         self._broken = f"the connection is unusable: {reason}"
@@ -233,12 +228,8 @@ class TrioDatagramTransport(DatagramTransport):
             raise closed_error()
         try:
             return await self._sock.recv(MAX_DATAGRAM_SIZE)
-        except trio.ClosedResourceError:
-            raise closed_error() from None
-        except OSError as exc:
-            if self._closed:
-                raise closed_error() from exc
-            raise
+        except (trio.ClosedResourceError, OSError) as exc:
+            self._reraise(exc)
 
     async def send(self, data: bytes) -> None:
         if self._closed:
@@ -251,14 +242,18 @@ class TrioDatagramTransport(DatagramTransport):
         gate.busy = True
         try:
             await self._sock.send(data)
-        except trio.ClosedResourceError:
-            raise closed_error() from None
-        except OSError as exc:
-            if self._closed:
-                raise closed_error() from exc
-            raise
+        except (trio.ClosedResourceError, OSError) as exc:
+            self._reraise(exc)
         finally:
             gate.release()
+
+    def _reraise(self, exc: trio.ClosedResourceError | OSError) -> NoReturn:
+        """Raise the error of a failed socket call: ours if we closed the socket, else its."""
+        if isinstance(exc, trio.ClosedResourceError):
+            raise closed_error() from None
+        if self._closed:
+            raise closed_error() from exc
+        raise exc
 
     async def aclose(self) -> None:
         self._closed = True
@@ -272,25 +267,22 @@ class TrioConnector(Connector):
     __slots__ = ()
 
     async def open_tcp(
-        self,
-        family: int,
-        sockaddr: Any,
-        decoder: StreamDecoder[Any],
-        ssl: _ssl.SSLContext | None,
-        server_hostname: str | None,
+        self, family: int, sockaddr: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
     ) -> StreamTransport:
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             await sock.connect(sockaddr)
-            tls = None
-            if ssl is not None:
-                tls = trio.SSLStream(trio.SocketStream(sock), ssl, server_hostname=server_hostname)
-                await _handshake(tls)
+            stream = None
+            if tls is not None:
+                stream = trio.SSLStream(
+                    trio.SocketStream(sock), tls.context, server_hostname=tls.server_hostname
+                )
+                await _handshake(stream)
         except BaseException:
             sock.close()
             raise
-        return TrioStreamTransport(sock, decoder, tls)
+        return TrioStreamTransport(sock, decoder, stream)
 
     async def open_unix(self, path: str, decoder: StreamDecoder[Any]) -> StreamTransport:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -557,7 +557,19 @@ def test_close_wakes_a_blocked_sender() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["__init__", "_common", "_sync", "_async_base", "_async_stream", "_async_datagram"]
+    "module",
+    [
+        "__init__",
+        "_common",
+        "_client_base",
+        "_transport",
+        "_sync_base",
+        "_sync_stream",
+        "_sync_datagram",
+        "_async_base",
+        "_async_stream",
+        "_async_datagram",
+    ],
 )
 def test_only_the_loop_modules_import_a_loop(module: str) -> None:
     # Statically, at module level: `_asyncio` and `_trio` are imported by connect(), for the
