@@ -34,7 +34,7 @@ from protocols import (
     StreamProtocol,
     StringSerializer,
 )
-from server_framework.config import OPTIONS
+from server_framework.cli.options import OPTIONS
 
 from cli_helpers import ROOT, ServerProcess, clean_env, cli, run_cli, serving, udp_exchange
 from server_helpers import LineClient, connect, line_exchange

@@ -12,21 +12,15 @@ from typing import Any
 
 import pytest
 
-from server_framework.config import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    OPTIONS,
-    ConfigError,
-    LoadedSettings,
-    Settings,
-    build_parser,
-    format_inet,
-    load_settings,
-    parse_inet,
-    render_toml,
+from server_framework.cli.config import LoadedSettings, build_parser, load_settings, render_toml
+from server_framework.cli.options import OPTIONS
+from server_framework.cli.settings import DEFAULT_HOST, DEFAULT_PORT, ConfigError, Settings
+from server_framework.cli.values import format_inet, parse_inet
+from server_framework.servers import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROXY_ALLOW,
+    DEFAULT_SHUTDOWN_TIMEOUT,
 )
-from server_framework.servers._base import DEFAULT_SHUTDOWN_TIMEOUT
-from server_framework.servers._stream import DEFAULT_MAX_CONNECTIONS, DEFAULT_PROXY_ALLOW
 
 from cli_helpers import run_cli
 

@@ -54,7 +54,14 @@ from typing import Any, Final
 import msgspec
 import structlog
 
-from server_framework.config import Settings
+from server_framework.cli.exits import (
+    EXIT_FAILURE,
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_STARTUP,
+    EXIT_USAGE,
+)
+from server_framework.cli.settings import Settings
 
 __all__ = [
     "CRASH_WINDOW",
@@ -65,7 +72,7 @@ __all__ = [
     "watch_parent",
 ]
 
-logger: Final = structlog.get_logger("server_framework.workers")
+logger: Final = structlog.get_logger(__name__)
 
 #: Worker deaths are counted over this many seconds; more than ``max(5, workers)`` of them
 #: stops the server (a crash loop, not an accident).
@@ -74,17 +81,11 @@ CRASH_WINDOW: Final = 10.0
 #: (its own drain deadline plus closing the handler's resources).
 STOP_MARGIN: Final = 5.0
 
-#: What a worker process runs. A string, not an import: the CLI imports this module.
+#: What a worker process runs. A string, not an import: the entry module imports this one.
 _WORKER_CODE: Final = (
-    "import sys; from server_framework.cli import run_worker; sys.exit(run_worker(sys.argv[1]))"
+    "import sys; from server_framework.cli.entry import run_worker; "
+    "sys.exit(run_worker(sys.argv[1]))"
 )
-
-#: Exit code of a worker (and of the parent) for a usage error found in the worker.
-_EXIT_USAGE: Final = 2
-#: Exit code of the parent when a worker failed to start or workers crash in a loop.
-_EXIT_STARTUP: Final = 3
-_EXIT_FAILURE: Final = 1
-_EXIT_FORCED: Final = 130
 
 
 class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -179,7 +180,7 @@ class Supervisor:
         self._stopping = False
         self._forced = False
         self._deadline: float | None = None
-        self._exit_code = 0
+        self._exit_code = EXIT_OK
         self._parent_r = -1
         self._parent_w = -1
 
@@ -244,7 +245,7 @@ class Supervisor:
         elif signum == signal.SIGINT and not self._forced:
             logger.warning("second SIGINT: killing the workers")
             self._forced = True
-            self._exit_code = _EXIT_FORCED
+            self._exit_code = EXIT_FORCED
             for worker in self._workers.values():
                 worker.process.kill()
         else:
@@ -287,11 +288,11 @@ class Supervisor:
             logger.info("worker stopped", how=how, **fields)
             # Killed by our SIGTERM before it could handle it (still starting): stopped as asked.
             clean = returncode in (0, -signal.SIGTERM)
-            if not clean and self._exit_code == 0:
-                self._exit_code = _EXIT_FAILURE
+            if not clean and self._exit_code == EXIT_OK:
+                self._exit_code = EXIT_FAILURE
         elif not worker.ready:
             logger.error("worker failed at start-up; stopping", how=how, **fields)
-            self._exit_code = _EXIT_USAGE if returncode == _EXIT_USAGE else _EXIT_STARTUP
+            self._exit_code = EXIT_USAGE if returncode == EXIT_USAGE else EXIT_STARTUP
             self._stop()
         else:
             now = time.monotonic()
@@ -306,7 +307,7 @@ class Supervisor:
                     how=how,
                     **fields,
                 )
-                self._exit_code = _EXIT_STARTUP
+                self._exit_code = EXIT_STARTUP
                 self._stop()
             else:
                 logger.warning("worker died; restarting it", how=how, **fields)
@@ -320,8 +321,8 @@ class Supervisor:
             workers=[worker.process.pid for worker in self._workers.values()],
         )
         self._forced = True
-        if self._exit_code == 0:
-            self._exit_code = _EXIT_FAILURE
+        if self._exit_code == EXIT_OK:
+            self._exit_code = EXIT_FAILURE
         for worker in self._workers.values():
             worker.process.kill()
 
