@@ -23,7 +23,6 @@ import concurrent.futures
 import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
-from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar
 
 from server_framework.backend import AsyncBackend, current
@@ -156,12 +155,7 @@ class AsyncExecutor(Generic[_ExecutorT]):
         self._get_backend()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         """Shut the executor down and wait for its running calls, off the event loop.
 
         The blocking ``shutdown(wait=True)`` runs in a thread of its own (named

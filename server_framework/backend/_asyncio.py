@@ -375,12 +375,7 @@ class _AsyncIOThreadsPortal(ThreadsPortal):
         self._drained = asyncio.Event()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         drained = self._stop_accepting()
         if exc_type is not None:
             self._cancel_all()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 from collections.abc import Callable, Coroutine
-from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, TypeVarTuple, Unpack
 
 import trio
@@ -225,12 +224,7 @@ class _TrioThreadsPortal(ThreadsPortal):
         self._nursery = await self._nursery_manager.__aenter__()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         cancellation: BaseException | None = None
         drained = self._stop_accepting()
         if exc_type is not None:

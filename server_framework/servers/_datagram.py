@@ -46,22 +46,10 @@ class AsyncDatagramServerBase(AsyncBaseServer[DatagramOptions], Generic[RequestT
         self,
         protocol: DatagramProtocol[ResponseT, RequestT],
         handler: DatagramRequestHandler[RequestT, ResponseT],
-        *,
-        max_clients: int = DEFAULT_MAX_CLIENTS,
-        client_queue_size: int = DEFAULT_CLIENT_QUEUE_SIZE,
-        client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            DatagramOptions(
-                protocol=protocol,
-                handler=handler,
-                max_clients=max_clients,
-                client_queue_size=client_queue_size,
-                client_idle_timeout=client_idle_timeout,
-                shutdown_timeout=shutdown_timeout,
-            )
-        )
+        # ``options``: the keyword options of AsyncUDPServer; DatagramOptions checks them.
+        super().__init__(DatagramOptions(protocol=protocol, handler=handler, **options))
 
     @property
     def dropped_datagrams(self) -> int:

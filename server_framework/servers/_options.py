@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import ssl as _ssl
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -79,7 +80,8 @@ class StreamOptions:
     """Everything a stream listener and its connections need to know, checked once.
 
     Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncTCPServer`;
-    ``proxy_trusted`` is ``proxy_allow`` parsed (None without the PROXY protocol).
+    ``proxy_trusted`` is ``proxy_allow`` parsed (None without the PROXY protocol): the one place
+    that decides who may send a PROXY header, checked on every connection.
     """
 
     protocol: StreamProtocol[Any, Any]
@@ -92,8 +94,9 @@ class StreamOptions:
     ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT
     ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT
     proxy_protocol: Literal["v1", "v2", "auto"] | None = None
-    proxy_trusted: TrustedProxies | None = None
+    proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW
     proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT
+    proxy_trusted: TrustedProxies | None = field(init=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, StreamProtocol):
@@ -115,6 +118,8 @@ class StreamOptions:
                 "the PROXY protocol with ssl= is not supported yet: terminate TLS at the load "
                 "balancer, or run TLS without the PROXY protocol"
             )
+        trusted = TrustedProxies(self.proxy_allow) if self.proxy_protocol is not None else None
+        object.__setattr__(self, "proxy_trusted", trusted)  # a derived field of a frozen class
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
 from handlers.base import StreamRequestHandler
-from protocols import StreamProtocol, TrustedProxies
+from protocols import StreamProtocol
 from server_framework import _loops
 from server_framework.backend import AsyncBackend
 from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix
@@ -38,35 +38,10 @@ class AsyncStreamServerBase(AsyncBaseServer[StreamOptions], Generic[RequestT, Re
         self,
         protocol: StreamProtocol[ResponseT, RequestT],
         handler: StreamRequestHandler[RequestT, ResponseT],
-        *,
-        ssl: _ssl.SSLContext | None = None,
-        backlog: int = DEFAULT_BACKLOG,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        idle_timeout: float | None = None,
-        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
-        ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
-        proxy_protocol: Literal["v1", "v2", "auto"] | None = None,
-        proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW,
-        proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            StreamOptions(
-                protocol=protocol,
-                handler=handler,
-                ssl=ssl,
-                backlog=backlog,
-                max_connections=max_connections,
-                idle_timeout=idle_timeout,
-                shutdown_timeout=shutdown_timeout,
-                ssl_handshake_timeout=ssl_handshake_timeout,
-                ssl_shutdown_timeout=ssl_shutdown_timeout,
-                proxy_protocol=proxy_protocol,
-                # One place decides who may send a PROXY header: checked on every connection.
-                proxy_trusted=TrustedProxies(proxy_allow) if proxy_protocol is not None else None,
-                proxy_header_timeout=proxy_header_timeout,
-            )
-        )
+        # ``options``: the keyword options of AsyncTCPServer; StreamOptions checks them.
+        super().__init__(StreamOptions(protocol=protocol, handler=handler, **options))
 
     @classmethod
     def from_sockets(
