@@ -1,4 +1,5 @@
-"""The trio backend. trio is imported here and nowhere else in server_framework.
+"""The trio backend (imported only when trio runs; the other trio modules are the hot-path
+transports, ``servers/_trio.py`` and ``clients/_trio.py``).
 
 Strategy: trio already has the right primitives, so most methods hand them out directly
 (``trio.Event``, ``trio.Lock``, nurseries, ``trio.CancelScope``). The adaptations:

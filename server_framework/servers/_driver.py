@@ -1,4 +1,4 @@
-"""The per-connection handler driver, shared by the asyncio and trio stream servers.
+"""The handler driver of one connection or datagram peer, loop-agnostic: asyncio and trio alike.
 
 Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end"):
 
