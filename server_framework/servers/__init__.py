@@ -5,6 +5,7 @@ from ._datagram import AsyncDatagramServerBase, AsyncUDPServer, AsyncUnixDatagra
 from ._options import (
     DEFAULT_CLIENT_IDLE_TIMEOUT,
     DEFAULT_CLIENT_QUEUE_SIZE,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_CLIENTS,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PROXY_ALLOW,
@@ -12,6 +13,8 @@ from ._options import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SSL_HANDSHAKE_TIMEOUT,
     DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    DEFAULT_WRITE_HIGH_WATER,
+    DEFAULT_WRITE_TIMEOUT,
 )
 from ._standalone import (
     StandaloneServer,
@@ -25,6 +28,7 @@ from ._stream import AsyncStreamServerBase, AsyncTCPServer, AsyncUnixStreamServe
 __all__ = [
     "DEFAULT_CLIENT_IDLE_TIMEOUT",
     "DEFAULT_CLIENT_QUEUE_SIZE",
+    "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PROXY_ALLOW",
@@ -32,6 +36,8 @@ __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "DEFAULT_SSL_HANDSHAKE_TIMEOUT",
     "DEFAULT_SSL_SHUTDOWN_TIMEOUT",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "DEFAULT_WRITE_TIMEOUT",
     "AsyncBaseServer",
     "AsyncDatagramServerBase",
     "AsyncStreamServerBase",

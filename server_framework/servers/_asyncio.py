@@ -42,16 +42,18 @@ from server_framework.sockets import MAX_DATAGRAM_SIZE, Address, SocketProxy, no
 
 from ._base import Listener
 from ._driver import (
+    BATCH_FULL,
+    FRAME_TIMEOUT,
     IDLE_TIMEOUT,
     READ_BATCH,
     REQUEST_TIMEOUT,
-    Blocked,
     ConnectionDriver,
     DatagramInbox,
     RateLimitedLog,
     bind_log_context,
     logger,
     next_conn_id,
+    now,
 )
 from ._options import DatagramOptions, StreamOptions
 from ._peer import DatagramEndpoint, DatagramPeer
@@ -75,39 +77,35 @@ async def drain_tasks(tasks: set[asyncio.Task[None]], grace: float, what: str) -
         await asyncio.wait(pending)
 
 
-def _expire(waiter: asyncio.Future[object], marker: object) -> None:  # a timer callback
-    if not waiter.done():
-        waiter.set_result(marker)
-
-
 class AsyncIODriver(ConnectionDriver):
-    """Task, waiter and timer of one connection or datagram peer on an asyncio loop.
+    """Task, waiter and deadline timer of one connection or datagram peer on an asyncio loop.
 
-    Subclasses define ``_loop``/``_idle_timeout`` (as slots or properties), ``_on_start``,
-    ``_cleanup``, and may override ``_process_batch`` and ``_before_wait``.
+    Subclasses call `_init_driver`, define ``_on_start`` and ``_cleanup``, and may override
+    ``_process_batch``, ``_before_wait`` and ``_needs_task``.
+
+    Deadlines (idle, frame, request; see ``ConnectionDriver._deadline``) share one timer per
+    connection, armed when the connection parks and re-armed only when it fires early or a
+    nearer deadline appears: a request costs no timer operation unless the handler asks for
+    a ``RecvParams`` timeout.
     """
 
     __slots__ = (
         "_context",
         "_eof",
-        "_idle_timer",
-        "_last_active",
         "_loop",
         "_task",
         "_timer",
+        "_timer_at",
         "_waiter",
     )
-
-    _idle_timeout: float | None
 
     def _init_driver(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._task: asyncio.Task[None] | None = None
         self._context: contextvars.Context | None = None
         self._waiter: asyncio.Future[object] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # the handler's RecvParams timeout
-        self._idle_timer: asyncio.TimerHandle | None = None  # checks _last_active, rarely re-armed
-        self._last_active = loop.time()  # idle time counts from accept, then from each batch
+        self._timer: asyncio.TimerHandle | None = None  # the first deadline, while parked
+        self._timer_at = 0.0  # when it fires (the driver's clock, monotonic)
         self._eof = False
 
     def _start_task(self) -> asyncio.Task[None]:
@@ -128,7 +126,10 @@ class AsyncIODriver(ConnectionDriver):
     async def _before_wait(self) -> None:
         """Runs before each wait for data (e.g. wait for write buffers to drain)."""
 
-    def _process_batch(self) -> Blocked | None:
+    async def _drained(self) -> None:
+        """After a full batch: wait until the transport can take more (or is gone)."""
+
+    def _process_batch(self) -> Any:
         return self._process()
 
     # -- the task ------------------------------------------------------------------------
@@ -138,6 +139,9 @@ class AsyncIODriver(ConnectionDriver):
             await self._on_start()
             while True:
                 blocked = self._process_batch()
+                if blocked is BATCH_FULL:
+                    await self._drained()
+                    continue
                 if blocked is not None:
                     await self._finish_blocked(blocked)
                     continue
@@ -153,6 +157,9 @@ class AsyncIODriver(ConnectionDriver):
                 elif woke is IDLE_TIMEOUT:
                     logger.debug("closing idle connection")
                     break
+                elif woke is FRAME_TIMEOUT:
+                    logger.debug("closing connection: frame_timeout expired mid-frame")
+                    break
                 elif woke is REQUEST_TIMEOUT:
                     await self._throw_timeout()
                 else:  # a step that a transport callback ran inline blocked: finish it here
@@ -163,10 +170,7 @@ class AsyncIODriver(ConnectionDriver):
         except Exception as exc:
             logger.error("connection failed", exc_info=exc)
         finally:
-            for timer in (self._timer, self._idle_timer):
-                if timer is not None:
-                    timer.cancel()
-            self._timer = self._idle_timer = None
+            self._disarm()
             await self._cleanup()
 
     def _deliver(self) -> None:
@@ -187,64 +191,66 @@ class AsyncIODriver(ConnectionDriver):
             blocked = self._context.run(self._process_batch)
         finally:
             _leave_task(loop, task)
-        if blocked is not None:
+        if blocked is BATCH_FULL:
+            self._wake()
+        elif blocked is not None:
             self._wake(blocked)
         elif self._should_stop() or self._eof or self._needs_task():
             self._wake()
         else:
-            self._last_active = loop.time()
-            if self._timer is not None or self._params is not None:
-                self._arm_request_timer(waiter)
+            self._arm()
 
     def _needs_task(self) -> bool:
         """True if the task must run before waiting again (e.g. to drain writes)."""
         return False
 
     async def _wait_data(self) -> Any:
-        """Wait for data to be handled (``None``, or a blocked step handed over), or a timeout.
+        """Wait for data to be handled (``None``, or a blocked step handed over), or a deadline.
 
-        Returns ``None`` also on EOF and when asked to stop, or the timeout's marker.
+        Returns ``None`` also on EOF and when asked to stop, or the deadline's marker.
         """
         if self._eof or self._should_stop():
             return None
-        loop = self._loop
-        waiter: asyncio.Future[object] = loop.create_future()
+        waiter: asyncio.Future[object] = self._loop.create_future()
         self._waiter = waiter
-        self._last_active = loop.time()
-        self._arm_request_timer(waiter)
-        if self._idle_timeout is not None and self._idle_timer is None:
-            self._idle_timer = loop.call_later(self._idle_timeout, self._check_idle)
+        self._arm()
         try:
             return await waiter
         finally:
             self._waiter = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
 
-    def _arm_request_timer(self, waiter: asyncio.Future[object]) -> None:
-        """(Re)start the timer of the handler's ``RecvParams.timeout``, if it asked for one."""
+    def _arm(self) -> None:
+        """Parked: make sure the deadline timer fires no later than the first deadline."""
+        deadline = self._deadline()
+        if deadline is None:
+            return  # an armed timer fires, finds nothing due, and is not re-armed
+        when = deadline[0]
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return  # it fires first and re-checks
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_later(when - now(), self._on_timer)
+
+    def _disarm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        params = self._params
-        if params is not None and params.timeout is not None:
-            self._timer = self._loop.call_later(params.timeout, _expire, waiter, REQUEST_TIMEOUT)
 
-    def _check_idle(self) -> None:
-        """The idle timer: close if parked and quiet for ``idle_timeout``, else check again later.
-
-        One timer per connection, re-armed only when it fires, instead of a new timer per
-        request: the activity time is a float updated per batch.
-        """
-        idle = self._idle_timeout
-        assert idle is not None
-        remaining = self._last_active + idle - self._loop.time()
-        if self._waiter is not None and remaining <= 0:
-            self._idle_timer = None
-            self._wake(IDLE_TIMEOUT)
+    def _on_timer(self) -> None:
+        """The deadline timer: wake the parked task with the deadline that expired, if any."""
+        self._timer = None
+        if self._waiter is None:
+            return  # busy: the task re-arms when it parks again
+        deadline = self._deadline()
+        if deadline is None:
             return
-        self._idle_timer = self._loop.call_later(max(remaining, 0.0) or idle, self._check_idle)
+        when, marker = deadline
+        if when <= now():
+            self._wake(marker)
+        else:
+            self._timer_at = when
+            self._timer = self._loop.call_later(when - now(), self._on_timer)
 
     def _wake(self, value: object = None) -> None:
         waiter = self._waiter
@@ -258,27 +264,47 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
     """One connection on asyncio/uvloop: the asyncio Protocol and the handler's client at once."""
 
     __slots__ = (
-        "_idle_timeout",
+        "_admitted",
         "_listener",
         "_peer_override",
         "_proxy",
         "_proxy_timer",
         "_reading_paused",
+        "_sent_mark",
         "_transport",
         "_write_flow",
+        "_write_timeout",
+        "_write_timer",
+        "_written",
     )
 
     def __init__(self, listener: AsyncIOStreamListener) -> None:
         options = listener.options
         protocol = options.protocol
-        super().__init__(options.handler, protocol, protocol.decoder(), next_conn_id())
+        super().__init__(
+            options.handler,
+            protocol,
+            protocol.decoder(),
+            next_conn_id(),
+            idle_timeout=options.idle_timeout,
+            frame_timeout=options.frame_timeout,
+            high_water=options.write_high_water,
+        )
         self._init_driver(listener.loop)
         self._listener = listener
-        self._idle_timeout = options.idle_timeout
+        self._admitted = False  # counted against max_connections (at accept, or when made)
         self._transport: asyncio.Transport | None = None
-        self._write_flow = WriteFlow(listener.loop, self._write_stopped)
+        # Reading: paused while too much received data waits (see _asyncio_flow).
         self._reading_paused = False
-        self._proxy: ProxyHeaderParser | None = None  # waiting for a PROXY protocol header
+        # Writing: paused above the transport's high-water mark; the write deadline watches
+        # that what the transport holds keeps leaving.
+        self._write_flow = WriteFlow(listener.loop, self._write_stopped)
+        self._write_timeout = options.write_timeout
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._written = 0  # bytes handed to the transport
+        self._sent_mark = 0  # bytes gone to the kernel when the write timer was armed
+        # The PROXY protocol header, while it is awaited.
+        self._proxy: ProxyHeaderParser | None = None
         self._proxy_timer: asyncio.TimerHandle | None = None
         self._peer_override: Address | None = None  # the original client, from that header
 
@@ -288,7 +314,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         # uvloop's transports implement asyncio.Transport without inheriting from it.
         self._transport = cast(asyncio.Transport, transport)
         listener = self._listener
-        if not listener.admit(self):
+        if not self._admitted and not listener.admit(self):
             self._lost = True
             transport.close()
             return
@@ -346,6 +372,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         if decoder.broken:
             return
         decoder.feed(data)
+        self._fed(len(data))
         if self._waiter is not None:
             self._deliver()
         elif decoder.buffered > READ_HIGH_WATER and not self._reading_paused:
@@ -373,6 +400,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
 
     def pause_writing(self) -> None:
         self._write_flow.pause()
+        self._watch_writes()
 
     def resume_writing(self) -> None:
         self._write_flow.resume()
@@ -387,7 +415,10 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         transport = self._transport
         if self._lost or self._close_requested or transport is None or transport.is_closing():
             raise self._closed_error()
-        transport.write(self._protocol.encode(packet))
+        data = self._protocol.encode(packet)
+        transport.write(data)
+        self._written += len(data)
+        self._watch_writes()
         if self._write_flow.paused:
             await self._drain()
 
@@ -431,7 +462,9 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         logger.debug("connection accepted")
         await self._handler.on_connection(self)
 
-    def _process_batch(self) -> Blocked | None:
+    def _process_batch(self) -> Any:
+        if self._write_flow.paused and not self._lost:
+            return BATCH_FULL  # nothing more until the transport drains
         out = self._out = bytearray()
         try:
             return self._process()
@@ -440,19 +473,27 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
             if out and not self._lost:
                 assert self._transport is not None
                 self._transport.write(out)
+                self._written += len(out)
+                self._watch_writes()
 
     def _needs_task(self) -> bool:
         return self._write_flow.paused
 
+    async def _drained(self) -> None:
+        # Quietly: a peer that resets meanwhile ends the connection, not with an error.
+        await self._write_flow.wait()
+
     async def _before_wait(self) -> None:
-        if self._write_flow.paused:
-            await self._drain()
+        await self._write_flow.wait()
         if self._reading_paused:
             self._reading_paused = False
             assert self._transport is not None
             self._transport.resume_reading()
 
     async def _cleanup(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         try:
             await self._close_generator()
             await self._notify_disconnection()
@@ -465,6 +506,38 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
 
     def _write_stopped(self) -> bool:
         return self._lost
+
+    def _watch_writes(self) -> None:
+        """Data was handed to the transport: if some stays there, start the write deadline."""
+        if self._write_timer is not None or self._write_timeout is None:
+            return
+        transport = self._transport
+        assert transport is not None
+        pending = transport.get_write_buffer_size()
+        if pending:
+            self._sent_mark = self._written - pending
+            self._write_timer = self._loop.call_later(self._write_timeout, self._check_writes)
+
+    def _check_writes(self) -> None:
+        """The write deadline: close the connection if nothing left the transport meanwhile."""
+        self._write_timer = None
+        transport = self._transport
+        if self._lost or transport is None:
+            return
+        pending = transport.get_write_buffer_size()
+        if not pending:
+            return
+        sent = self._written - pending
+        if sent > self._sent_mark:
+            self._sent_mark = sent
+            assert self._write_timeout is not None
+            self._write_timer = self._loop.call_later(self._write_timeout, self._check_writes)
+            return
+        self._broken_reason = (
+            f"the peer read nothing for {self._write_timeout} seconds (write_timeout)"
+        )
+        logger.debug("closing connection: write_timeout expired", unsent=pending)
+        transport.abort()  # connection_lost follows: waiting senders raise
 
     async def _drain(self) -> None:
         await self._write_flow.wait()
@@ -548,17 +621,22 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
 class AsyncIODatagramClient(DatagramPeer, AsyncIODriver):
     """One peer address of a datagram server on asyncio/uvloop."""
 
-    __slots__ = ("_address", "_endpoint", "_idle_timeout")
+    __slots__ = ("_address", "_endpoint")
 
     def __init__(self, endpoint: AsyncIODatagramEndpoint, address: Any) -> None:
         options = endpoint.options
         protocol = options.protocol
         inbox = DatagramInbox(protocol.decode, options.client_queue_size)
-        super().__init__(options.handler, protocol, inbox, next_conn_id())
+        super().__init__(
+            options.handler,
+            protocol,
+            inbox,
+            next_conn_id(),
+            idle_timeout=options.client_idle_timeout,
+        )
         self._init_driver(endpoint.loop)
         self._endpoint = endpoint
         self._address = address
-        self._idle_timeout = options.client_idle_timeout
 
     async def _on_start(self) -> None:
         bind_log_context(conn_id=self.id, peer=self._peer_for_log())

@@ -22,8 +22,10 @@ Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end")
 
 from __future__ import annotations
 
+import enum
 import itertools
 import sys
+import time
 import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
@@ -38,12 +40,15 @@ from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 from server_framework.sockets import Address
 
 __all__ = [
+    "BATCH_FULL",
+    "FRAME_TIMEOUT",
     "IDLE_TIMEOUT",
     "READ_BATCH",
     "REQUEST_TIMEOUT",
     "Blocked",
     "ConnectionDriver",
     "DatagramInbox",
+    "Flush",
     "RateLimitedLog",
     "bind_log_context",
     "next_conn_id",
@@ -56,10 +61,25 @@ bind_log_context: Final = structlog.contextvars.bind_contextvars
 #: Connection (and datagram client) ids: one sequence per process, so ids in logs are unique
 #: whatever the server, transport or loop.
 next_conn_id: Final = itertools.count(1).__next__
-#: What a wait for data returns when the handler's ``RecvParams.timeout`` or the idle timeout
-#: expired first.
+#: What a wait for data returns when a deadline expired first: the handler's
+#: ``RecvParams.timeout`` (time to a complete request), ``idle_timeout`` (no byte at all) or
+#: ``frame_timeout`` (a frame begun and not finished).
 REQUEST_TIMEOUT: Final = object()
 IDLE_TIMEOUT: Final = object()
+FRAME_TIMEOUT: Final = object()
+
+
+class Flush(enum.Enum):
+    """What :meth:`ConnectionDriver._process` returns when the replies of the running batch
+    reached the write high-water mark: write them, wait for the transport to drain, go on."""
+
+    BATCH_FULL = "batch full"
+
+
+BATCH_FULL: Final = Flush.BATCH_FULL
+#: The clock of every deadline: monotonic seconds (asyncio's loop uses it too; trio's clock is
+#: its own, so the trio side converts deadlines to durations).
+now: Final = time.monotonic
 #: Datagrams read per wake-up of a datagram socket, on every loop (libuv reads up to 32): a
 #: flood costs one loop trip per batch, and cannot starve timers and other connections.
 READ_BATCH: Final = 64
@@ -181,14 +201,23 @@ class ConnectionDriver(ABC):
 
     __slots__ = (
         "_agen",
+        "_broken_reason",
         "_close_requested",
         "_decoder",
+        "_frame_mark",
+        "_frame_started",
+        "_frame_timeout",
         "_fresh",
         "_handler",
+        "_high_water",
+        "_idle_timeout",
+        "_last_read",
         "_lost",
         "_out",
         "_params",
         "_protocol",
+        "_received",
+        "_request_deadline",
         "_respond",
         "_stopping",
         "id",
@@ -203,15 +232,32 @@ class ConnectionDriver(ABC):
         protocol: Any,
         decoder: StreamDecoder[Any] | DatagramInbox,
         conn_id: int,
+        *,
+        idle_timeout: float | None,
+        frame_timeout: float | None = None,
+        high_water: int = sys.maxsize,
     ) -> None:
+        # What the server configured (see StreamOptions / DatagramOptions).
         self._handler = handler
         self._protocol = protocol
-        self._decoder = decoder
         self._respond = _fast_respond(handler)
+        self._idle_timeout = idle_timeout
+        self._frame_timeout = frame_timeout
+        self._high_water = high_water  # replies of one batch, in bytes, before a flush
+        # Input: the decoder, and what the deadlines need to know of it.
+        self._decoder = decoder
+        self._received = 0  # bytes fed to the decoder so far
+        self._last_read = now()  # when bytes last arrived (the idle deadline counts from it)
+        self._frame_mark = -1  # bytes consumed when the pending partial frame was first seen
+        self._frame_started: float | None = None  # when that partial frame was first seen
+        # The handler: its generator, what it last yielded, the replies of a batch.
         self._agen: AsyncGenerator[Any, Any] | None = None
         self._fresh = False  # the current generator has not yielded yet
         self._params: RecvParams | None = None
+        self._request_deadline = 0.0  # when _params.timeout expires (if it has one)
         self._out: bytearray | None = None  # replies of the running synchronous batch
+        # How it ends.
+        self._broken_reason: str | None = None  # why we broke it (a deadline), for errors
         self._stopping = False  # the server is shutting down: no new request cycle
         self._lost = False  # the transport is gone (peer closed, reset, or we closed)
         self._close_requested = False  # we decided to close: stop handling requests
@@ -220,7 +266,7 @@ class ConnectionDriver(ABC):
 
     # -- the state machine --------------------------------------------------------------
 
-    def _process(self) -> Blocked | None:
+    def _process(self) -> Blocked | Flush | None:
         """Handle every complete message received so far, synchronously while nothing blocks.
 
         Returns ``None`` when more data is needed or the connection must close, or the blocked
@@ -229,7 +275,11 @@ class ConnectionDriver(ABC):
         if self._respond is not None:
             return self._process_responses()
         decoder = self._decoder
+        out = self._out
+        high_water = self._high_water
         while not (self._lost or self._close_requested):
+            if out is not None and len(out) >= high_water:
+                return BATCH_FULL
             agen = self._agen
             if agen is None:
                 if self._stopping and not decoder.buffered:
@@ -268,12 +318,16 @@ class ConnectionDriver(ABC):
                 self._on_framing_error()
         return None
 
-    def _process_responses(self) -> Blocked | None:
+    def _process_responses(self) -> Blocked | Flush | None:
         """The :class:`RequestResponseHandler` path: ``respond()`` called directly, no generator."""
         decoder = self._decoder
         respond = self._respond
         send = self.send_packet
+        out = self._out
+        high_water = self._high_water
         while not (self._lost or self._close_requested):
+            if out is not None and len(out) >= high_water:
+                return BATCH_FULL
             try:
                 request = next(decoder)
             except StopIteration:
@@ -356,27 +410,65 @@ class ConnectionDriver(ABC):
             return (coro, yielded, _STEP)
         return None
 
-    def _wait_timeout(self, idle: float | None) -> tuple[float | None, object]:
-        """How long the next wait for data may last, and the marker for when it expires."""
+    def _fed(self, size: int) -> None:
+        """``size`` received bytes were fed to the decoder (for the idle and frame deadlines)."""
+        self._received += size
+        self._last_read = now()
+
+    def _deadline(self) -> tuple[float, object] | None:
+        """The first deadline of a connection parked for data: ``(when, marker)``, or None.
+
+        Called when every complete message is handled, so what the decoder still holds is the
+        beginning of a frame: the frame deadline runs from when that frame was first seen
+        (the bytes consumed so far tell a new frame from the same one, trickled). The idle
+        deadline runs from the last byte received, the request deadline from the handler's
+        ``yield RecvParams(timeout=...)``.
+        """
+        when = 0.0
+        marker = None
+        idle = self._idle_timeout
+        if idle is not None:
+            when = self._last_read + idle
+            marker = IDLE_TIMEOUT
+        frame_timeout = self._frame_timeout
+        if frame_timeout is not None:
+            buffered = self._decoder.buffered
+            if buffered:
+                consumed = self._received - buffered
+                if consumed != self._frame_mark:
+                    self._frame_mark = consumed
+                    self._frame_started = now()
+                assert self._frame_started is not None
+                frame_ends = self._frame_started + frame_timeout
+                if marker is None or frame_ends < when:
+                    when = frame_ends
+                    marker = FRAME_TIMEOUT
         params = self._params
-        timeout = params.timeout if params is not None else None
-        if idle is not None and (timeout is None or idle < timeout):
-            return idle, IDLE_TIMEOUT
-        return timeout, REQUEST_TIMEOUT
+        if (
+            params is not None
+            and params.timeout is not None
+            and (marker is None or self._request_deadline < when)
+        ):
+            when = self._request_deadline
+            marker = REQUEST_TIMEOUT
+        return None if marker is None else (when, marker)
 
     def _closed_error(self) -> Exception:
         """The error for I/O on a connection that we closed, or that the peer closed."""
         if self._close_requested:
             return ClosedResourceError("the connection is closed")
-        return BrokenResourceError("the peer closed the connection")
+        return BrokenResourceError(self._broken_reason or "the peer closed the connection")
 
     def _on_yield(self, value: Any) -> None:
-        if value is not None and not isinstance(value, RecvParams):
-            self._agen = None
-            self._close_after_error(
-                TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
-            )
-            return
+        if value is not None:
+            if not isinstance(value, RecvParams):
+                self._agen = None
+                self._close_after_error(
+                    TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
+                )
+                return
+            if value.timeout is not None:
+                self._request_deadline = now() + value.timeout
         self._params = value
         self._fresh = False
 

@@ -23,6 +23,7 @@ from ._driver import RateLimitedLog
 __all__ = [
     "DEFAULT_CLIENT_IDLE_TIMEOUT",
     "DEFAULT_CLIENT_QUEUE_SIZE",
+    "DEFAULT_FRAME_TIMEOUT",
     "DEFAULT_MAX_CLIENTS",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_PROXY_ALLOW",
@@ -30,6 +31,8 @@ __all__ = [
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "DEFAULT_SSL_HANDSHAKE_TIMEOUT",
     "DEFAULT_SSL_SHUTDOWN_TIMEOUT",
+    "DEFAULT_WRITE_HIGH_WATER",
+    "DEFAULT_WRITE_TIMEOUT",
     "DatagramOptions",
     "StreamOptions",
 ]
@@ -40,6 +43,17 @@ DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
 #: Default connection limit. Each idle connection costs a few KiB of memory plus a file
 #: descriptor; raise it (and ``ulimit -n``) for large fan-in.
 DEFAULT_MAX_CONNECTIONS: Final = 10_000
+#: Once the first byte of a frame (a request) has arrived, the whole frame must arrive within this
+#: many seconds, however it trickles in (nginx's client_header_timeout is 60 s, HAProxy's
+#: ``timeout http-request`` is often 10 s): bounds what a slow sender can hold, a partial frame.
+DEFAULT_FRAME_TIMEOUT: Final = 30.0
+#: A send that makes no progress for this many seconds (the peer reads nothing) closes the
+#: connection: nginx's send_timeout is 60 s.
+DEFAULT_WRITE_TIMEOUT: Final = 60.0
+#: Replies of one read are written in batches of at most this many bytes (plus one reply);
+#: past it, the connection's handler waits until the transport drains. asyncio's own default
+#: write high-water mark: a peer that never reads costs about this much plus kernel buffers.
+DEFAULT_WRITE_HIGH_WATER: Final = 64 * 1024
 #: TLS handshake deadline: a client that connects and never completes its handshake is closed
 #: after this many seconds (asyncio's own default is 60 s; 10 s is plenty on any network).
 DEFAULT_SSL_HANDSHAKE_TIMEOUT: Final = 10.0
@@ -90,6 +104,9 @@ class StreamOptions:
     backlog: int = DEFAULT_BACKLOG
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float | None = None
+    frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT
+    write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
+    write_high_water: int = DEFAULT_WRITE_HIGH_WATER
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT
     ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT
@@ -105,6 +122,9 @@ class StreamOptions:
             raise TypeError(f"expected a StreamRequestHandler instance, got {self.handler!r}")
         _check_at_least_one("max_connections", self.max_connections)
         _check_positive("idle_timeout", self.idle_timeout, allow_none=True)
+        _check_positive("frame_timeout", self.frame_timeout, allow_none=True)
+        _check_positive("write_timeout", self.write_timeout, allow_none=True)
+        _check_at_least_one("write_high_water", self.write_high_water)
         _check_shutdown_timeout(self.shutdown_timeout)
         _check_positive("ssl_handshake_timeout", self.ssl_handshake_timeout)
         _check_positive("ssl_shutdown_timeout", self.ssl_shutdown_timeout)

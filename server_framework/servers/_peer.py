@@ -29,6 +29,7 @@ class DatagramPeer(DatagramClient[Any]):
     _address: Any
     _protocol: Any
     _decoder: Any  # the driver's DatagramInbox
+    _fed: Any  # the driver's: a datagram arrived (the idle deadline counts from it)
 
     async def send_packet(self, packet: Any) -> None:
         await self._endpoint.send(self._protocol.encode(packet), self._address)
@@ -110,6 +111,7 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
         if not client._decoder.feed(data):
             options.drops(reason="client queue full")
             return
+        client._fed(len(data))
         self._notify(client)
 
     def forget(self, client: PeerT) -> None:

@@ -16,12 +16,15 @@ from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix
 
 from ._base import AsyncBaseServer, Listener
 from ._options import (
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PROXY_ALLOW,
     DEFAULT_PROXY_HEADER_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_SSL_HANDSHAKE_TIMEOUT,
     DEFAULT_SSL_SHUTDOWN_TIMEOUT,
+    DEFAULT_WRITE_HIGH_WATER,
+    DEFAULT_WRITE_TIMEOUT,
     StreamOptions,
 )
 
@@ -90,8 +93,19 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         backlog: Listen backlog.
         reuse_port: Set ``SO_REUSEPORT`` (several processes on one port).
         max_connections: Connections served at once; beyond it new ones are closed at once.
-        idle_timeout: Close a connection that waits this long for a request (counted from
-            accept, then from each request); ``None`` (default) never does.
+        idle_timeout: Close a connection that receives no byte at all for this many seconds
+            while waiting for a request (counted from accept, then from each byte received);
+            ``None`` (default) never does: quiet connections are normal for many protocols,
+            and the other deadlines bound what one can hold.
+        frame_timeout: Once the first byte of a request has arrived, the whole request must
+            arrive within this many seconds, however slowly it trickles (default 30); None
+            disables it.
+        write_timeout: Close a connection whose replies make no progress for this many
+            seconds (the peer reads nothing; default 60); a ``send_packet`` waiting then
+            raises :class:`~server_framework.exceptions.BrokenResourceError`. None disables it.
+        write_high_water: The replies to one read are written in batches of at most this many
+            bytes (plus one reply, default 64 KiB); past it the connection's handler waits
+            until the transport drains, and reading pauses meanwhile.
         shutdown_timeout: Grace period of :meth:`shutdown` for requests in progress.
         ssl_handshake_timeout: Seconds allowed for a TLS handshake.
         ssl_shutdown_timeout: Seconds allowed for the TLS close exchange.
@@ -124,6 +138,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         reuse_port: bool = False,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         idle_timeout: float | None = None,
+        frame_timeout: float | None = DEFAULT_FRAME_TIMEOUT,
+        write_timeout: float | None = DEFAULT_WRITE_TIMEOUT,
+        write_high_water: int = DEFAULT_WRITE_HIGH_WATER,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         ssl_handshake_timeout: float = DEFAULT_SSL_HANDSHAKE_TIMEOUT,
         ssl_shutdown_timeout: float = DEFAULT_SSL_SHUTDOWN_TIMEOUT,
@@ -138,6 +155,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             backlog=backlog,
             max_connections=max_connections,
             idle_timeout=idle_timeout,
+            frame_timeout=frame_timeout,
+            write_timeout=write_timeout,
+            write_high_water=write_high_water,
             shutdown_timeout=shutdown_timeout,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
@@ -170,7 +190,8 @@ class AsyncUnixStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
         protocol: How messages are framed and serialized.
         handler: The request handler.
         mode: Permission bits for the socket file (e.g. ``0o660``), or None for the umask's.
-        **options: ``ssl``, ``backlog``, ``max_connections``, ``idle_timeout``, ``proxy_*``,
+        **options: ``ssl``, ``backlog``, ``max_connections``, ``idle_timeout``,
+            ``frame_timeout``, ``write_timeout``, ``write_high_water``, ``proxy_*``,
             ``shutdown_timeout``, ``ssl_handshake_timeout``, ``ssl_shutdown_timeout``.
     """
 

@@ -51,6 +51,8 @@ from server_framework.sockets import (
 
 from ._base import Listener
 from ._driver import (
+    BATCH_FULL,
+    FRAME_TIMEOUT,
     IDLE_TIMEOUT,
     READ_BATCH,
     REQUEST_TIMEOUT,
@@ -60,6 +62,7 @@ from ._driver import (
     bind_log_context,
     logger,
     next_conn_id,
+    now,
 )
 from ._options import DatagramOptions, StreamOptions
 from ._peer import DatagramEndpoint, DatagramPeer
@@ -87,13 +90,23 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         "_sending",
         "_sock",
         "_tls",
+        "_write_timeout",
     )
 
     def __init__(self, listener: TrioStreamListener, raw: socket.socket, peer: Any) -> None:
         options = listener.options
         protocol = options.protocol
-        super().__init__(options.handler, protocol, protocol.decoder(), next_conn_id())
+        super().__init__(
+            options.handler,
+            protocol,
+            protocol.decoder(),
+            next_conn_id(),
+            idle_timeout=options.idle_timeout,
+            frame_timeout=options.frame_timeout,
+            high_water=options.write_high_water,
+        )
         self._listener = listener
+        self._write_timeout = options.write_timeout
         self._raw = raw  # the stdlib socket: plain non-blocking I/O first, trio only to wait
         self._sock = trio.socket.from_stdlib_socket(raw)
         self._peer = normalize_address(peer)  # as accept() reported it: stable after a reset
@@ -175,6 +188,9 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 blocked = self._process()
             finally:
                 self._out = None
+            if blocked is BATCH_FULL:
+                await self._flush(out)  # returns once the kernel took it: trio's backpressure
+                continue
             if blocked is not None:
                 if out:
                     # Nothing may be awaited between a step's suspension and its resumption:
@@ -185,24 +201,15 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 await self._finish_blocked(blocked)
                 continue
             if out:
-                if self._tls is None and not self._sending:
-                    # The common case, inline: the kernel takes the whole batch at once.
-                    try:
-                        sent = self._raw.send(out)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError:
-                        self._lost = True  # the peer is gone: the next wait notices it
-                        sent = len(out)
-                    if sent < len(out):
-                        await self._send_batch(out[sent:])
-                else:
-                    await self._send_batch(out)
+                await self._flush(out)
             if self._should_stop():
                 return
             woke = await self._wait_data()
             if woke is IDLE_TIMEOUT:
                 logger.debug("closing idle connection")
+                return
+            if woke is FRAME_TIMEOUT:
+                logger.debug("closing connection: frame_timeout expired mid-frame")
                 return
             if woke is REQUEST_TIMEOUT:
                 await self._throw_timeout()
@@ -249,7 +256,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             trio.SocketStream(self._sock), context, server_side=True
         )
         self._receive = stream.receive_some
-        self._send_all = stream.send_all
+        self._send_all = self._tls_send_all
         with trio.move_on_after(self._listener.options.ssl_handshake_timeout) as scope:
             try:
                 await stream.do_handshake()
@@ -261,20 +268,36 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             return False
         return True
 
+    async def _flush(self, out: bytearray) -> None:
+        """Send a batch of replies; return once the kernel has it all (or the peer is gone)."""
+        if self._tls is None and not self._sending:
+            # The common case, inline: the kernel takes the whole batch at once.
+            try:
+                sent = self._raw.send(out)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._lost = True  # the peer is gone: the next wait notices it
+                sent = len(out)
+            if sent < len(out):
+                await self._send_batch(out[sent:])
+        else:
+            await self._send_batch(out)
+
     async def _wait_data(self) -> object:
-        """Receive more data, or notice EOF (``None``), or time out (the timeout's marker)."""
+        """Receive more data, or notice EOF (``None``), or a deadline (its marker)."""
         if self._eof or self._should_stop():
             return None
-        timeout, marker = self._wait_timeout(self._listener.options.idle_timeout)
+        deadline = self._deadline()
         self._parked = True
         try:
-            if timeout is None:
+            if deadline is None:
                 data = await self._receive(RECEIVE_SIZE)
             else:
-                with trio.move_on_after(timeout) as scope:
+                with trio.move_on_after(deadline[0] - now()) as scope:
                     data = await self._receive(RECEIVE_SIZE)
                 if scope.cancelled_caught:
-                    return marker
+                    return deadline[1]
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
             self._lost = self._eof = True
             return None
@@ -284,6 +307,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             self._eof = True
             return None
         self._decoder.feed(data if type(data) is bytes else bytes(data))
+        self._fed(len(data))
         return None
 
     def _wake(self) -> None:
@@ -363,9 +387,35 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         if sent == total:
             return
         sock = self._sock
+        timeout = self._write_timeout
         with memoryview(data) as view:
             while sent < total:
-                sent += await sock.send(view[sent:])
+                if timeout is None:
+                    sent += await sock.send(view[sent:])
+                    continue
+                # The write deadline: each send must make progress within write_timeout.
+                with trio.move_on_after(timeout):
+                    sent += await sock.send(view[sent:])
+                    continue
+                raise self._write_timed_out()
+
+    async def _tls_send_all(self, data: bytes | bytearray) -> None:
+        # Through TLS, progress is not visible per chunk: the whole batch gets write_timeout.
+        assert self._tls is not None
+        if self._write_timeout is None:
+            await self._tls.send_all(data)
+            return
+        with trio.move_on_after(self._write_timeout):
+            await self._tls.send_all(data)
+            return
+        raise self._write_timed_out()
+
+    def _write_timed_out(self) -> TimeoutError:
+        self._broken_reason = (
+            f"the peer read nothing for {self._write_timeout} seconds (write_timeout)"
+        )
+        logger.debug("closing connection: write_timeout expired")
+        return TimeoutError(self._broken_reason)  # an OSError: the senders' "peer gone"
 
     async def _cleanup(self) -> None:
         await self._close_generator()
@@ -478,7 +528,13 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
         options = endpoint.options
         protocol = options.protocol
         inbox = DatagramInbox(protocol.decode, options.client_queue_size)
-        super().__init__(options.handler, protocol, inbox, next_conn_id())
+        super().__init__(
+            options.handler,
+            protocol,
+            inbox,
+            next_conn_id(),
+            idle_timeout=options.client_idle_timeout,
+        )
         self._endpoint = endpoint
         self._address = address
         self._event: trio.Event | None = None
@@ -490,6 +546,7 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
             while True:
                 blocked = self._process()
                 if blocked is not None:
+                    assert blocked is not BATCH_FULL  # no batches: each reply is sent at once
                     await self._finish_blocked(blocked)
                     continue
                 if self._should_stop():
@@ -509,14 +566,17 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
     async def _wait_data(self) -> object:
         if self._decoder.buffered or self._should_stop():
             return None
-        timeout, marker = self._wait_timeout(self._endpoint.options.client_idle_timeout)
+        deadline = self._deadline()
         event = self._event = trio.Event()
         try:
-            with trio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
+            if deadline is None:
+                await event.wait()
+                return None
+            with trio.move_on_after(deadline[0] - now()) as scope:
                 await event.wait()
         finally:
             self._event = None
-        return marker if scope.cancelled_caught else None
+        return deadline[1] if scope.cancelled_caught else None
 
     def _wake(self) -> None:
         event = self._event

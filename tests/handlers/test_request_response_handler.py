@@ -228,6 +228,8 @@ async def test_blocking_respond_while_a_big_reply_is_being_sent(
 
     The first reply is too big for the socket buffers and the peer reads only once the second
     request's sleep is over, so the server is still sending when that sleep's deadline comes.
+    (The write high-water mark is raised above the big reply, so that both requests are one
+    batch; with the default, the second waits until the first reply drained.)
     """
     handler = BigThenSleep()
 
@@ -242,6 +244,7 @@ async def test_blocking_respond_while_a_big_reply_is_being_sent(
             big = client.recv()
             return len(big), client.recv()
 
-    async with serving(make_server("tcp", handler)) as server:
+    server = make_server("tcp", handler, write_high_water=2 * BIG_REPLY)
+    async with serving(server):
         replies = await in_thread(talk, server.get_addresses()[0])
     assert replies == (BIG_REPLY, "slept")
