@@ -45,7 +45,7 @@ DEFAULT_BACKLOG: Final = 4096
 #: 64 KiB of pipelined frames, all handled before the socket is read again.
 RECEIVE_SIZE: Final = 65536
 #: Largest datagram received: the largest UDP payload is 65,507 bytes; a Unix datagram may be
-#: larger, and the kernel truncates it to the buffer.
+#: larger: servers drop and count it (they read one byte more to notice), never truncate it.
 MAX_DATAGRAM_SIZE: Final = 65536
 
 #: A peer or local address: ``(host, port)`` for TCP/UDP (IPv6 flow info and scope dropped),

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import socket
 from collections.abc import Callable
 from typing import Any, cast
@@ -38,15 +39,18 @@ from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework._asyncio_flow import READ_HIGH_WATER, WriteFlow
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import ClosedResourceError
-from server_framework.sockets import MAX_DATAGRAM_SIZE, Address, SocketProxy, normalize_address
+from server_framework.sockets import Address, SocketProxy, normalize_address
 
 from ._base import Listener
 from ._driver import (
+    ACCEPT_BATCH,
+    ACCEPT_RETRY_DELAY,
     BATCH_FULL,
     FRAME_TIMEOUT,
     IDLE_TIMEOUT,
     READ_BATCH,
     REQUEST_TIMEOUT,
+    RESOURCE_ERRNOS,
     ConnectionDriver,
     DatagramInbox,
     RateLimitedLog,
@@ -56,7 +60,7 @@ from ._driver import (
     now,
 )
 from ._options import DatagramOptions, StreamOptions
-from ._peer import DatagramEndpoint, DatagramPeer
+from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
 
 __all__ = ["AsyncIODatagramListener", "AsyncIOStreamListener"]
 
@@ -546,7 +550,15 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
 
 
 class AsyncIOStreamListener(Listener[StreamOptions]):
-    """Runs one stream server's listening sockets and connections on an asyncio loop."""
+    """Runs one stream server's listening sockets and connections on an asyncio loop.
+
+    Accepting: on uvloop without TLS, uvloop's own accept loop (in C; it counts a connection
+    when it is made, at once). Otherwise our own, on the listening socket's readiness: it
+    counts every accepted socket against ``max_connections`` before any TLS handshake (the
+    loop's would count it only once the handshake is done), and backs off for
+    ``ACCEPT_RETRY_DELAY`` when accept() fails for lack of descriptors or memory (CPython
+    3.11's accept loop retries at once, up to ``backlog`` times per wake-up, logging each).
+    """
 
     def __init__(
         self, options: StreamOptions, sockets: list[socket.socket], backend: AsyncBackend
@@ -554,9 +566,13 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
         super().__init__(options, sockets, backend)
         self.loop = asyncio.get_running_loop()
         self.connections: set[AsyncIOStreamConnection] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self._servers: list[asyncio.Server] = []
+        self.tasks: set[asyncio.Task[None]] = set()  # the connections' tasks
+        self._servers: list[asyncio.Server] = []  # uvloop's accept loops
+        self._accepting: list[socket.socket] = []  # our accept loop's sockets
+        self._retries: list[asyncio.TimerHandle] = []  # accept back-offs
+        self._handshakes: set[asyncio.Task[None]] = set()  # connections not made yet
         self._refusals = RateLimitedLog("refusing connection: max_connections reached")
+        self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
         self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
 
     async def serve(self, stop: Event) -> None:
@@ -576,21 +592,78 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
 
     async def _start(self) -> None:
         """Start accepting on every socket."""
-        factory: Callable[[], asyncio.Protocol] = lambda: AsyncIOStreamConnection(self)  # noqa: E731
         options = self.options
+        if self.backend.name == "uvloop" and options.ssl is None:
+            factory: Callable[[], asyncio.Protocol] = lambda: AsyncIOStreamConnection(self)  # noqa: E731
+            for sock in self.sockets:
+                if sock.family == getattr(socket, "AF_UNIX", None):
+                    created = await self.loop.create_unix_server(factory, sock=sock)
+                else:
+                    created = await self.loop.create_server(factory, sock=sock)
+                self._servers.append(created)
+            return
         for sock in self.sockets:
-            kwargs: dict[str, Any] = {"sock": sock, "backlog": options.backlog}
-            if options.ssl is not None:
-                kwargs.update(
-                    ssl=options.ssl,
-                    ssl_handshake_timeout=options.ssl_handshake_timeout,
-                    ssl_shutdown_timeout=options.ssl_shutdown_timeout,
-                )
-            if sock.family == getattr(socket, "AF_UNIX", None):
-                created = await self.loop.create_unix_server(factory, **kwargs)
-            else:
-                created = await self.loop.create_server(factory, **kwargs)
-            self._servers.append(created)
+            sock.setblocking(False)
+            self._accepting.append(sock)
+            self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+
+    def _on_acceptable(self, sock: socket.socket) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn_sock, _peer = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the peer gave up while queued
+                self._accept_failures(error=str(exc))
+                if exc.errno in RESOURCE_ERRNOS:  # back off: retrying at once would spin
+                    self.loop.remove_reader(sock.fileno())
+                    self._retries.append(
+                        self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting, sock)
+                    )
+                return
+            self._accepted(conn_sock)
+
+    def _resume_accepting(self, sock: socket.socket) -> None:
+        self._retries = [timer for timer in self._retries if not timer.cancelled()]
+        if sock in self._accepting:
+            self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+
+    def _accepted(self, conn_sock: socket.socket) -> None:
+        limit = self.options.max_connections
+        if self.stopping() or len(self.connections) >= limit:
+            conn_sock.close()
+            self._refusals(max_connections=limit)
+            return
+        conn_sock.setblocking(False)
+        if conn_sock.family != getattr(socket, "AF_UNIX", None):
+            conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = AsyncIOStreamConnection(self)
+        conn._admitted = True
+        self.connections.add(conn)
+        task = self.loop.create_task(self._make_connection(conn, conn_sock))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _make_connection(self, conn: AsyncIOStreamConnection, sock: socket.socket) -> None:
+        """Hand an accepted socket to the loop (the TLS handshake, if any, happens here)."""
+        options = self.options
+        tls: dict[str, Any] = {}
+        if options.ssl is not None:
+            tls = {
+                "ssl": options.ssl,
+                "ssl_handshake_timeout": options.ssl_handshake_timeout,
+                "ssl_shutdown_timeout": options.ssl_shutdown_timeout,
+            }
+        try:
+            await self.loop.connect_accepted_socket(lambda: conn, sock, **tls)
+        except Exception as exc:  # a failed or timed-out handshake, a reset: that peer only
+            logger.debug("connection failed before it started", error=str(exc) or repr(exc))
+        finally:
+            if conn._transport is None:  # never made: it holds nothing but its socket
+                self.release(conn)
+                sock.close()
 
     def admit(self, conn: AsyncIOStreamConnection) -> bool:
         limit = self.options.max_connections
@@ -606,16 +679,26 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
             self.tasks.discard(conn._task)
 
     def _stop_accepting(self) -> None:
+        """Close the listening sockets at once: new clients are refused, not queued."""
         for created in self._servers:
             created.close()
         self._servers.clear()
+        for sock in self._accepting:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+        self._accepting.clear()
+        for timer in self._retries:
+            timer.cancel()
+        self._retries.clear()
 
     async def _stop(self, grace: float) -> None:
         """Stop accepting, let requests in progress finish within ``grace`` s, cancel the rest."""
         self._stop_accepting()
+        for task in self._handshakes:
+            task.cancel()  # no request yet: nothing to finish
         for conn in list(self.connections):
             conn._begin_stop()
-        await drain_tasks(set(self.tasks), grace, "connections")
+        await drain_tasks(set(self.tasks) | self._handshakes, grace, "connections")
 
 
 class AsyncIODatagramClient(DatagramPeer, AsyncIODriver):
@@ -661,7 +744,9 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
         self._transport: asyncio.DatagramTransport | None = None
 
     async def start(self) -> None:
-        if self.backend.name == "uvloop":
+        if self.backend.name == "uvloop" and self.sock.family != getattr(socket, "AF_UNIX", None):
+            # uvloop's UDP transport reads in batches, in C (a UDP payload fits in
+            # MAX_DATAGRAM_SIZE); Unix datagrams may be longer: our reader sees them whole.
             transport, _ = await self.loop.create_datagram_endpoint(
                 lambda: _UVLoopDatagramProtocol(self), sock=self.sock
             )
@@ -687,7 +772,7 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
         recvfrom = self.sock.recvfrom
         for _ in range(READ_BATCH):
             try:
-                data, address = recvfrom(MAX_DATAGRAM_SIZE)
+                data, address = recvfrom(RECEIVE_LIMIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:

@@ -184,7 +184,10 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             return []
         if self._unix_file is not None:
             return [self._unix_file.path]
-        return [normalize_address(sock.getsockname()) for sock in self._sockets]
+        # A listener closes its sockets as soon as it stops accepting.
+        return [
+            normalize_address(sock.getsockname()) for sock in self._sockets if sock.fileno() >= 0
+        ]
 
     def backend(self) -> AsyncBackend:
         """The :class:`~server_framework.backend.AsyncBackend` the server runs on.

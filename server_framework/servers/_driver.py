@@ -23,6 +23,7 @@ Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end")
 from __future__ import annotations
 
 import enum
+import errno
 import itertools
 import sys
 import time
@@ -40,11 +41,14 @@ from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 from server_framework.sockets import Address
 
 __all__ = [
+    "ACCEPT_BATCH",
+    "ACCEPT_RETRY_DELAY",
     "BATCH_FULL",
     "FRAME_TIMEOUT",
     "IDLE_TIMEOUT",
     "READ_BATCH",
     "REQUEST_TIMEOUT",
+    "RESOURCE_ERRNOS",
     "Blocked",
     "ConnectionDriver",
     "DatagramInbox",
@@ -80,6 +84,12 @@ BATCH_FULL: Final = Flush.BATCH_FULL
 #: The clock of every deadline: monotonic seconds (asyncio's loop uses it too; trio's clock is
 #: its own, so the trio side converts deadlines to durations).
 now: Final = time.monotonic
+#: Connections accepted per wake-up of a listening socket, where we run the accept loop: a
+#: connection flood costs one loop trip per batch and cannot starve the other connections.
+ACCEPT_BATCH: Final = 64
+#: Back-off after accept() fails for lack of descriptors or memory: retrying at once would spin.
+ACCEPT_RETRY_DELAY: Final = 0.1
+RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 #: Datagrams read per wake-up of a datagram socket, on every loop (libuv reads up to 32): a
 #: flood costs one loop trip per batch, and cannot starve timers and other connections.
 READ_BATCH: Final = 64

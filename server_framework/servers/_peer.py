@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import socket
 from abc import ABC, abstractmethod
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from handlers.base import DatagramClient
 from server_framework.backend import AsyncBackend
-from server_framework.sockets import Address, SocketProxy, normalize_address
+from server_framework.sockets import MAX_DATAGRAM_SIZE, Address, SocketProxy, normalize_address
 
 from ._base import Listener
 from ._options import DatagramOptions
 
-__all__ = ["DatagramEndpoint", "DatagramPeer"]
+__all__ = ["RECEIVE_LIMIT", "DatagramEndpoint", "DatagramPeer"]
+
+#: What a datagram read asks for: one byte more than the largest datagram we take, so that a
+#: longer one (a Unix datagram can be) is seen as too long instead of silently truncated.
+RECEIVE_LIMIT: Final = MAX_DATAGRAM_SIZE + 1
 
 
 class DatagramPeer(DatagramClient[Any]):
@@ -96,8 +100,11 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
 
     def _dispatch(self, data: bytes, address: Any) -> None:
         """Hand a received datagram to its peer's client (created within ``max_clients``)."""
-        client = self.clients.get(address)
         options = self.options
+        if len(data) > MAX_DATAGRAM_SIZE:
+            options.drops(reason="datagram too large", limit=MAX_DATAGRAM_SIZE)
+            return
+        client = self.clients.get(address)
         if client is None:
             if self.listener.stopping():
                 return

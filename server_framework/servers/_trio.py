@@ -29,11 +29,10 @@ a lock, since trio allows one task at a time to wait for writability).
 
 from __future__ import annotations
 
-import errno
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import trio
 
@@ -42,7 +41,6 @@ from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework.backend import AsyncBackend, Event
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 from server_framework.sockets import (
-    MAX_DATAGRAM_SIZE,
     RECEIVE_SIZE,
     Address,
     SocketProxy,
@@ -51,11 +49,13 @@ from server_framework.sockets import (
 
 from ._base import Listener
 from ._driver import (
+    ACCEPT_RETRY_DELAY,
     BATCH_FULL,
     FRAME_TIMEOUT,
     IDLE_TIMEOUT,
     READ_BATCH,
     REQUEST_TIMEOUT,
+    RESOURCE_ERRNOS,
     ConnectionDriver,
     DatagramInbox,
     RateLimitedLog,
@@ -65,13 +65,9 @@ from ._driver import (
     now,
 )
 from ._options import DatagramOptions, StreamOptions
-from ._peer import DatagramEndpoint, DatagramPeer
+from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
 
 __all__ = ["TrioDatagramListener", "TrioStreamListener"]
-
-#: Back-off after accept() fails for lack of descriptors or memory: retrying at once would spin.
-ACCEPT_RETRY_DELAY: Final = 0.1
-_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
@@ -471,6 +467,10 @@ class TrioStreamListener(Listener[StreamOptions]):
                 grace = 0.0
                 raise
             finally:
+                # Close the listening sockets first: new clients are refused at once, not
+                # queued until the drain ends (nothing waits on them any more).
+                for sock in self.sockets:
+                    sock.close()
                 with trio.CancelScope(shield=True):
                     await self._drain(grace, connections)
 
@@ -500,7 +500,7 @@ class TrioStreamListener(Listener[StreamOptions]):
                 await trio.lowlevel.wait_readable(sock)
                 continue
             except OSError as exc:
-                if exc.errno not in _RESOURCE_ERRNOS:
+                if exc.errno not in RESOURCE_ERRNOS:
                     raise
                 self._accept_failures(error=str(exc))
                 await trio.sleep(ACCEPT_RETRY_DELAY)
@@ -601,14 +601,14 @@ class TrioDatagramEndpoint(DatagramEndpoint[TrioDatagramClient]):
         raw_recvfrom = self.raw.recvfrom
         while True:
             try:
-                data, address = await recvfrom(MAX_DATAGRAM_SIZE)
+                data, address = await recvfrom(RECEIVE_LIMIT)
             except OSError as exc:
                 logger.debug("recvfrom() failed", error=str(exc))
                 continue
             self._dispatch(data, address)
             for _ in range(READ_BATCH - 1):
                 try:
-                    data, address = raw_recvfrom(MAX_DATAGRAM_SIZE)
+                    data, address = raw_recvfrom(RECEIVE_LIMIT)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
