@@ -15,6 +15,11 @@ How to use it:
   no task may still be pending when the test coroutine returns (``asyncio.Runner`` would
   otherwise cancel it silently). trio's structured concurrency already guarantees the latter.
 
+Logging: the suite marks structlog as configured, keeping its defaults (every level, printed to
+the ``sys.stdout`` of the moment, which pytest captures per test), so that servers started in
+this process do not install the framework's default logging (``ensure_logging``, a background
+writer thread on stderr); the reliability tests check that default in subprocesses.
+
 Idle worker threads of trio's process-wide thread cache (named ``Trio thread N``, daemon) are
 not leaks: trio keeps them a few seconds for reuse, across runs.
 """
@@ -31,11 +36,14 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 import server_framework
 from server_framework.backend import BackendName
 
 BACKEND_NAMES: tuple[BackendName, ...] = ("asyncio", "uvloop", "trio")
+
+structlog.configure()  # see the module documentation: structlog's defaults, marked configured
 
 #: How long the leak check waits for threads that are finishing before failing the test.
 THREAD_JOIN_GRACE = 5.0
