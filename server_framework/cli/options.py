@@ -25,6 +25,7 @@ from server_framework.cli.values import (
     format_inet,
     parse_bool,
     parse_choice,
+    parse_deadline,
     parse_fd,
     parse_file,
     parse_inet,
@@ -39,8 +40,11 @@ from server_framework.cli.values import (
 )
 from server_framework.servers import (
     DEFAULT_CLIENT_IDLE_TIMEOUT,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_WRITE_HIGH_WATER,
+    DEFAULT_WRITE_TIMEOUT,
 )
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX", "OPTIONS", "TARGET_OPTION", "Option"]
@@ -218,10 +222,37 @@ OPTIONS: Final[tuple[Option, ...]] = (
         name="idle_timeout",
         group=_LIMITS,
         metavar="SECONDS",
-        help="close a connection that waits this long for a request, and forget a datagram "
-        "peer silent this long (default: never for connections, "
+        help="close a connection that receives no byte at all for this long while waiting for "
+        "a request, and forget a datagram peer silent this long (default: never for "
+        "connections, "
         f"{DEFAULT_CLIENT_IDLE_TIMEOUT:g} for peers)",
         parse=parse_seconds(allow_zero=False),
+    ),
+    Option(
+        name="frame_timeout",
+        group=_LIMITS,
+        metavar="SECONDS",
+        help="once a request has begun to arrive, the whole of it must arrive within this "
+        f"many seconds, however slowly it trickles; 0 or off: no limit (default: "
+        f"{DEFAULT_FRAME_TIMEOUT:g})",
+        parse=parse_deadline,
+    ),
+    Option(
+        name="write_timeout",
+        group=_LIMITS,
+        metavar="SECONDS",
+        help="close a connection whose replies make no progress for this many seconds (the "
+        f"peer reads nothing); 0 or off: no limit (default: {DEFAULT_WRITE_TIMEOUT:g})",
+        parse=parse_deadline,
+    ),
+    Option(
+        name="write_high_water",
+        group=_LIMITS,
+        metavar="BYTES",
+        help="the replies to one read are written in batches of at most this size; past it "
+        "the connection waits for the peer to read (default: "
+        f"{_size(DEFAULT_WRITE_HIGH_WATER)})",
+        parse=parse_size,
     ),
     Option(
         name="shutdown_timeout",

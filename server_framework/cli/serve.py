@@ -59,6 +59,9 @@ def _servers(settings: Settings, app: App, listeners: Listeners) -> list[Any]:
                     ssl=app.ssl_context,
                     max_connections=settings.max_connections,
                     idle_timeout=settings.idle_timeout,
+                    frame_timeout=settings.frame_timeout or None,
+                    write_timeout=settings.write_timeout or None,
+                    write_high_water=settings.write_high_water,
                     shutdown_timeout=settings.shutdown_timeout,
                     **proxy_protocol_options(settings),
                 )

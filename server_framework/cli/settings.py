@@ -14,7 +14,13 @@ from typing import Final, Literal
 import msgspec
 
 from server_framework.backend import BackendName, default_backend_name
-from server_framework.servers import DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_TIMEOUT
+from server_framework.servers import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_WRITE_HIGH_WATER,
+    DEFAULT_WRITE_TIMEOUT,
+)
 
 __all__ = [
     "DEFAULT_HOST",
@@ -61,7 +67,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         reuse_port: Set ``SO_REUSEPORT``; with several workers, each binds its own TCP/UDP
             sockets.
         max_connections: Stream connections (and datagram peers) served at once.
-        idle_timeout: Seconds a connection (or datagram peer) may wait for a request, or None.
+        idle_timeout: Seconds a connection (or datagram peer) may receive nothing while
+            waiting for a request, or None.
+        frame_timeout: Seconds a request may take to arrive once begun; 0 turns it off.
+        write_timeout: Seconds replies may make no progress; 0 turns it off.
+        write_high_water: Largest batch of replies to one read, in bytes.
         shutdown_timeout: Grace period for requests in progress when stopping.
         tls_cert: PEM certificate chain (may hold the key too); enables TLS.
         tls_key: PEM private key, if not in ``tls_cert``.
@@ -86,6 +96,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     reuse_port: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float | None = None
+    frame_timeout: float = DEFAULT_FRAME_TIMEOUT
+    write_timeout: float = DEFAULT_WRITE_TIMEOUT
+    write_high_water: int = DEFAULT_WRITE_HIGH_WATER
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -31,6 +31,7 @@ __all__ = [
     "format_inet",
     "parse_bool",
     "parse_choice",
+    "parse_deadline",
     "parse_fd",
     "parse_file",
     "parse_inet",
@@ -175,6 +176,16 @@ def parse_seconds(*, allow_zero: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def parse_deadline(text: str) -> float:
+    """A deadline in seconds > 0, or ``0`` / ``off`` to turn it off (returned as 0)."""
+    if text.strip().lower() in ("off", "0"):
+        return 0.0
+    try:
+        return parse_seconds(allow_zero=False)(text)
+    except ValueError:
+        raise _expected("a number of seconds > 0, or 0 / off", text) from None
 
 
 def parse_bool(text: str) -> bool:
