@@ -128,6 +128,18 @@ class StreamDecoder(Iterator[T]):
         self._pos = 0
         self._rebased(pos)
 
+    def close(self) -> None:
+        """Drop everything received and not decoded yet; the decoder takes no more input.
+
+        For when the connection ends: nothing it received stays referenced (an unfinished
+        frame may be up to ``max_frame_size`` long). Afterwards :attr:`broken` is True and
+        :meth:`feed` raises :class:`~protocols.FramingError`.
+        """
+        self._buf = b""
+        self._pos = 0
+        if self._broken is None:
+            self._broken = FramingError("the decoder is closed")
+
     def _rebased(self, shift: int) -> None:
         """The buffer was replaced or compacted; subclasses shift their own offsets by ``shift``."""
 

@@ -498,6 +498,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        self._decoder.close()  # an unfinished frame (up to max_frame_size) is let go now
         try:
             await self._close_generator()
             await self._notify_disconnection()

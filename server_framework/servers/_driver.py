@@ -27,6 +27,7 @@ import errno
 import itertools
 import sys
 import time
+import traceback
 import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
@@ -113,6 +114,22 @@ def _fast_respond(handler: Any) -> Any:
     if isinstance(handler, RequestResponseHandler) and not overridden:
         return handler.respond
     return None
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Let the decoder's and the serializer's frames in ``exc``'s tracebacks drop their locals.
+
+    A bad message's exception goes to the handler, and its traceback keeps the frames that
+    raised it, whose locals hold the whole received buffer and the offending frame (1 MiB
+    and more); the exception and those frames then form a cycle that only the garbage
+    collector frees. The error itself keeps a 64-byte excerpt, which is all a log needs.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 class RateLimitedLog:
@@ -310,6 +327,7 @@ class ConnectionDriver(ABC):
                 except StopIteration:
                     return None
                 except ProtocolError as exc:
+                    _release_frames(exc)
                     coro = agen.athrow(exc)
                 else:
                     coro = agen.asend(request)
@@ -343,6 +361,7 @@ class ConnectionDriver(ABC):
             except StopIteration:
                 return None
             except ProtocolError as exc:
+                _release_frames(exc)
                 error: ProtocolError | None = exc
             else:
                 error = None

@@ -428,6 +428,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             with trio.move_on_after(close_timeout):
                 await self._tls.aclose()
         self._sock.close()
+        self._decoder.close()  # an unfinished frame (up to max_frame_size) is let go now
         logger.debug("connection closed")
 
 

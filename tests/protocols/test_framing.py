@@ -225,6 +225,19 @@ class TestEveryFramer:
     def test_not_broken_initially(self, framer: Framer) -> None:
         assert not framer.decoder(identity).broken
 
+    def test_close_drops_what_was_received_and_refuses_more(self, framer: Framer) -> None:
+        payloads = payloads_for(framer)
+        decoder = framer.decoder(identity)
+        decoder.feed(stream_of(framer, payloads) + framer.frame(payloads[0])[:-1])
+        decoder.close()
+        assert decoder.buffered == 0
+        assert decoder._buf == b""
+        assert decoder.broken
+        with pytest.raises(FramingError, match="closed"):
+            decoder.feed(b"more")
+        with pytest.raises(FramingError, match="closed"):
+            next(decoder)
+
     def test_repr_names_the_class(self, framer: Framer) -> None:
         assert repr(framer).startswith(type(framer).__name__ + "(")
 
