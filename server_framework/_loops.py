@@ -44,7 +44,7 @@ def datagram_listener(backend: AsyncBackend) -> type[Listener[DatagramOptions]]:
         from server_framework.servers._trio import TrioDatagramListener  # noqa: PLC0415
 
         return TrioDatagramListener
-    from server_framework.servers._asyncio import AsyncIODatagramListener  # noqa: PLC0415
+    from server_framework.servers._asyncio_datagram import AsyncIODatagramListener  # noqa: PLC0415
 
     return AsyncIODatagramListener
 

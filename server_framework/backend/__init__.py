@@ -4,7 +4,7 @@ Code above this package (servers, clients, handlers) asks `current()` for the ba
 running loop (or is handed one) and uses its primitives: sleeping and time, events, locks,
 task groups, deadlines, shielding, worker threads and `ThreadsPortal`. `run` starts a loop by
 name. The loop-specific modules are imported only when their loop is used; above this package,
-only the per-loop hot-path transports (``servers/_asyncio.py``, ``servers/_trio.py``,
+only the per-loop hot-path transports (``servers/_asyncio*.py``, ``servers/_trio.py``,
 ``clients/_asyncio.py``, ``clients/_trio.py``, ``_asyncio_flow.py``) import asyncio or trio.
 """
 
