@@ -190,7 +190,12 @@ class AsyncIODriver(ConnectionDriver):
             self._wake(blocked)
         elif self._should_stop() or self._eof or self._needs_task():
             self._wake()
-        else:
+        elif (  # self._timer is not None or self._may_expire(), inlined: runs for every read
+            self._timer is not None
+            or self._params is not None
+            or self._idle_timeout is not None
+            or (self._frame_timeout is not None and self._decoder.buffered)
+        ):
             self._arm()
 
     def _needs_task(self) -> bool:
@@ -206,7 +211,8 @@ class AsyncIODriver(ConnectionDriver):
             return None
         waiter: asyncio.Future[object] = self._loop.create_future()
         self._waiter = waiter
-        self._arm()
+        if self._timer is not None or self._may_expire():
+            self._arm()
         try:
             return await waiter
         finally:
@@ -365,7 +371,9 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         if decoder.broken:
             return
         decoder.feed(data)
-        self._fed(len(data))
+        self._received += len(data)  # self._fed(len(data)), inlined: it runs for every read
+        if self._idle_timeout is not None:
+            self._last_read = now()
         if self._waiter is not None:
             self._deliver()
         elif decoder.buffered > READ_HIGH_WATER and not self._reading_paused:
@@ -411,7 +419,8 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         data = self._protocol.encode(packet)
         transport.write(data)
         self._written += len(data)
-        self._watch_writes()
+        if self._write_timer is None and transport.get_write_buffer_size():
+            self._watch_writes()
         if self._write_flow.paused:
             await self._drain()
 
@@ -464,10 +473,12 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         finally:
             self._out = None
             if out and not self._lost:
-                assert self._transport is not None
-                self._transport.write(out)
+                transport = self._transport
+                assert transport is not None
+                transport.write(out)
                 self._written += len(out)
-                self._watch_writes()
+                if self._write_timer is None and transport.get_write_buffer_size():
+                    self._watch_writes()
 
     def _needs_task(self) -> bool:
         return self._write_flow.paused

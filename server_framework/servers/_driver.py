@@ -95,6 +95,9 @@ RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, e
 #: flood costs one loop trip per batch, and cannot starve timers and other connections.
 READ_BATCH: Final = 64
 
+#: What the batch check sees when replies are not batched (datagram peers send each at once).
+_NO_BATCH: Final = bytearray()
+
 _get_hooks = sys.get_asyncgen_hooks
 _set_hooks = sys.set_asyncgen_hooks
 
@@ -302,10 +305,10 @@ class ConnectionDriver(ABC):
         if self._respond is not None:
             return self._process_responses()
         decoder = self._decoder
-        out = self._out
+        out = self._out if self._out is not None else _NO_BATCH
         high_water = self._high_water
         while not (self._lost or self._close_requested):
-            if out is not None and len(out) >= high_water:
+            if len(out) >= high_water:
                 return BATCH_FULL
             agen = self._agen
             if agen is None:
@@ -351,10 +354,10 @@ class ConnectionDriver(ABC):
         decoder = self._decoder
         respond = self._respond
         send = self.send_packet
-        out = self._out
+        out = self._out if self._out is not None else _NO_BATCH
         high_water = self._high_water
         while not (self._lost or self._close_requested):
-            if out is not None and len(out) >= high_water:
+            if len(out) >= high_water:
                 return BATCH_FULL
             try:
                 request = next(decoder)
@@ -440,9 +443,21 @@ class ConnectionDriver(ABC):
         return None
 
     def _fed(self, size: int) -> None:
-        """``size`` received bytes were fed to the decoder (for the idle and frame deadlines)."""
+        """``size`` received bytes were fed to the decoder (for the idle and frame deadlines).
+
+        (The asyncio stream connection inlines this: it runs for every read.)
+        """
         self._received += size
-        self._last_read = now()
+        if self._idle_timeout is not None:
+            self._last_read = now()
+
+    def _may_expire(self) -> bool:
+        """False if no deadline can apply while parked: no timer needed (the common case)."""
+        return (
+            self._params is not None
+            or self._idle_timeout is not None
+            or (self._frame_timeout is not None and self._decoder.buffered != 0)
+        )
 
     def _deadline(self) -> tuple[float, object] | None:
         """The first deadline of a connection parked for data: ``(when, marker)``, or None.

@@ -284,7 +284,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         """Receive more data, or notice EOF (``None``), or a deadline (its marker)."""
         if self._eof or self._should_stop():
             return None
-        deadline = self._deadline()
+        deadline = self._deadline() if self._may_expire() else None
         self._parked = True
         try:
             if deadline is None:
