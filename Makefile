@@ -77,3 +77,12 @@ serve: $(STAMP)
 	@echo "echo server on tcp+udp $(HOST):$(PORT) - try: echo '{\"hello\": 1}' | nc -q1 $(HOST) $(PORT)   (UDP: nc -u -w1 $(HOST) $(PORT))"
 	@exec $(BIN)/python -m server_framework serve server_framework.demo:EchoHandler \
 		--tcp $(HOST):$(PORT) --udp $(HOST):$(PORT) --protocol json $(SERVE_ARGS)
+
+# `make soak`: the reliability soak (tests/reliability, marker `soak`) for SOAK_SECONDS (default
+# 180; the three loops' servers are soaked at the same time); `make test` runs it for 10 seconds.
+SOAK_SECONDS ?= 180
+
+.PHONY: soak
+
+soak: $(STAMP)
+	RELIABILITY_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m pytest tests/reliability -m soak $(PYTEST_ARGS)

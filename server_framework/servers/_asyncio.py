@@ -412,6 +412,12 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         out = self._out
         if out is not None:
             self._protocol.encode_into(packet, out)
+            if len(out) >= self._high_water:
+                # The batch is full (a handler sending a lot in one step): block, so that
+                # the batch is written now, then wait for the transport like any sender.
+                await asyncio.sleep(0)
+                if self._write_flow.paused:
+                    await self._drain()
             return
         transport = self._transport
         if self._lost or self._close_requested or transport is None or transport.is_closing():

@@ -75,8 +75,8 @@ FRAME_TIMEOUT: Final = object()
 
 
 class Flush(enum.Enum):
-    """What :meth:`ConnectionDriver._process` returns when the replies of the running batch
-    reached the write high-water mark: write them, wait for the transport to drain, go on."""
+    """What a transport's batch returns instead of stepping the handler when its transport
+    is over its high-water mark: wait for the transport to drain, then go on."""
 
     BATCH_FULL = "batch full"
 
@@ -94,9 +94,6 @@ RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, e
 #: Datagrams read per wake-up of a datagram socket, on every loop (libuv reads up to 32): a
 #: flood costs one loop trip per batch, and cannot starve timers and other connections.
 READ_BATCH: Final = 64
-
-#: What the batch check sees when replies are not batched (datagram peers send each at once).
-_NO_BATCH: Final = bytearray()
 
 _get_hooks = sys.get_asyncgen_hooks
 _set_hooks = sys.set_asyncgen_hooks
@@ -296,7 +293,7 @@ class ConnectionDriver(ABC):
 
     # -- the state machine --------------------------------------------------------------
 
-    def _process(self) -> Blocked | Flush | None:
+    def _process(self) -> Blocked | None:
         """Handle every complete message received so far, synchronously while nothing blocks.
 
         Returns ``None`` when more data is needed or the connection must close, or the blocked
@@ -305,11 +302,7 @@ class ConnectionDriver(ABC):
         if self._respond is not None:
             return self._process_responses()
         decoder = self._decoder
-        out = self._out if self._out is not None else _NO_BATCH
-        high_water = self._high_water
         while not (self._lost or self._close_requested):
-            if len(out) >= high_water:
-                return BATCH_FULL
             agen = self._agen
             if agen is None:
                 if self._stopping and not decoder.buffered:
@@ -349,16 +342,12 @@ class ConnectionDriver(ABC):
                 self._on_framing_error()
         return None
 
-    def _process_responses(self) -> Blocked | Flush | None:
+    def _process_responses(self) -> Blocked | None:
         """The :class:`RequestResponseHandler` path: ``respond()`` called directly, no generator."""
         decoder = self._decoder
         respond = self._respond
         send = self.send_packet
-        out = self._out if self._out is not None else _NO_BATCH
-        high_water = self._high_water
         while not (self._lost or self._close_requested):
-            if len(out) >= high_water:
-                return BATCH_FULL
             try:
                 request = next(decoder)
             except StopIteration:

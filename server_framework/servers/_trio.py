@@ -50,7 +50,6 @@ from server_framework.sockets import (
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
-    BATCH_FULL,
     FRAME_TIMEOUT,
     IDLE_TIMEOUT,
     READ_BATCH,
@@ -121,6 +120,11 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         out = self._out
         if out is not None:
             self._protocol.encode_into(packet, out)
+            if len(out) >= self._high_water:
+                # The batch is full (a handler sending a lot in one step): block, so that
+                # the batch goes out now (a helper task sends it), and wait until it is sent.
+                await trio.lowlevel.checkpoint()
+                await self._sent()
             return
         if self._lost or self._close_requested:
             raise self._closed_error()
@@ -184,9 +188,6 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 blocked = self._process()
             finally:
                 self._out = None
-            if blocked is BATCH_FULL:
-                await self._flush(out)  # returns once the kernel took it: trio's backpressure
-                continue
             if blocked is not None:
                 if out:
                     # Nothing may be awaited between a step's suspension and its resumption:
@@ -333,6 +334,16 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             await self._send(data)
         except (BrokenResourceError, ClosedResourceError):
             pass  # the peer is gone: the next wait notices it
+
+    async def _sent(self) -> None:
+        """Wait until no send is in progress (the peer took it, or is gone)."""
+        while self._sending:
+            lot = self._send_lot
+            if lot is None:
+                lot = self._send_lot = trio.lowlevel.ParkingLot()
+            await lot.park()
+        if self._lost:
+            raise self._closed_error()
 
     async def _send(self, data: bytes | bytearray) -> None:
         while self._sending:
@@ -547,7 +558,6 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
             while True:
                 blocked = self._process()
                 if blocked is not None:
-                    assert blocked is not BATCH_FULL  # no batches: each reply is sent at once
                     await self._finish_blocked(blocked)
                     continue
                 if self._should_stop():
