@@ -578,6 +578,13 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
         self._accepting: list[socket.socket] = []  # our accept loop's sockets
         self._retries: list[asyncio.TimerHandle] = []  # accept back-offs
         self._handshakes: set[asyncio.Task[None]] = set()  # connections not made yet
+        # The stock loop's transport factory (None on uvloop): plain TCP connections use it
+        # directly, without a connect_accepted_socket task (see _accepted).
+        self._make_transport: Callable[[socket.socket, asyncio.Protocol], object] | None = (
+            getattr(self.loop, "_make_socket_transport", None)
+            if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop)
+            else None
+        )
         self._refusals = RateLimitedLog("refusing connection: max_connections reached")
         self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
         self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
@@ -649,6 +656,11 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
         conn = AsyncIOStreamConnection(self)
         conn._admitted = True
         self.connections.add(conn)
+        if self._make_transport is not None and self.options.ssl is None:
+            # What asyncio's own accept loop does, without its task per connection: the
+            # transport calls connection_made soon. (Private but stable since Python 3.4.)
+            self._make_transport(conn_sock, conn)
+            return
         task = self.loop.create_task(self._make_connection(conn, conn_sock))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
