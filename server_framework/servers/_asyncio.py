@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 import errno
 import socket
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -33,25 +34,21 @@ from server_framework._asyncio_flow import READ_HIGH_WATER, WriteFlow
 from server_framework.backend import AsyncBackend, Event
 from server_framework.sockets import Address, SocketProxy, normalize_address
 
-from ._base import Listener
+from ._base import Listener, OptionsT
 from ._driver import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY,
     BATCH_FULL,
-    FRAME_TIMEOUT,
-    IDLE_TIMEOUT,
-    REQUEST_TIMEOUT,
     RESOURCE_ERRNOS,
     ConnectionDriver,
     RateLimitedLog,
     bind_log_context,
     logger,
-    next_conn_id,
     now,
 )
 from ._options import StreamOptions
 
-__all__ = ["AsyncIODriver", "AsyncIOStreamListener", "drain_tasks"]
+__all__ = ["AsyncIODriver", "AsyncIOListener", "AsyncIOStreamListener", "drain_tasks"]
 
 # Private but stable since Python 3.7 (C-accelerated): asyncio's own task steps use them.
 _enter_task = asyncio.tasks._enter_task
@@ -147,16 +144,10 @@ class AsyncIODriver(ConnectionDriver):
                         # Handle the messages already received (a half-closed peer still
                         # reads our replies), start nothing new.
                         self._stopping = True
-                elif woke is IDLE_TIMEOUT:
-                    logger.debug("closing idle connection")
-                    break
-                elif woke is FRAME_TIMEOUT:
-                    logger.debug("closing connection: frame_timeout expired mid-frame")
-                    break
-                elif woke is REQUEST_TIMEOUT:
-                    await self._throw_timeout()
-                else:  # a step that a transport callback ran inline blocked: finish it here
+                elif isinstance(woke, tuple):  # a step run inline blocked: finish it here
                     await self._finish_blocked(woke)
+                elif await self._expired(woke):
+                    break
         except asyncio.CancelledError:
             logger.debug("connection cancelled")
             raise
@@ -279,16 +270,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
 
     def __init__(self, listener: AsyncIOStreamListener) -> None:
         options = listener.options
-        protocol = options.protocol
-        super().__init__(
-            options.handler,
-            protocol,
-            protocol.decoder(),
-            next_conn_id(),
-            idle_timeout=options.idle_timeout,
-            frame_timeout=options.frame_timeout,
-            high_water=options.write_high_water,
-        )
+        self._init_stream(options)
         self._init_driver(listener.loop)
         self._listener = listener
         self._admitted = False  # counted against max_connections (at accept, or when made)
@@ -556,7 +538,31 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
             raise self._closed_error()
 
 
-class AsyncIOStreamListener(Listener[StreamOptions]):
+class AsyncIOListener(Listener[OptionsT]):
+    """What the asyncio listeners share: start, serve until stopped, stop gracefully."""
+
+    async def serve(self, stop: Event) -> None:
+        self.stop = stop
+        grace = self.options.shutdown_timeout
+        try:
+            await self._start()
+            await stop.wait()
+        except asyncio.CancelledError:
+            grace = 0.0
+            raise
+        finally:
+            await self.backend.cancel_shielded(self._stop, grace)
+
+    @abstractmethod
+    async def _start(self) -> None:
+        """Start receiving (accepting connections, or reading datagrams)."""
+
+    @abstractmethod
+    async def _stop(self, grace: float) -> None:
+        """Stop receiving, let work in progress finish within ``grace`` s, cancel the rest."""
+
+
+class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
     """Runs one stream server's listening sockets and connections on an asyncio loop.
 
     Accepting: on uvloop without TLS, uvloop's own accept loop (in C; it counts a connection
@@ -588,18 +594,6 @@ class AsyncIOStreamListener(Listener[StreamOptions]):
         self._refusals = RateLimitedLog("refusing connection: max_connections reached")
         self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
         self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
-
-    async def serve(self, stop: Event) -> None:
-        self.stop = stop
-        grace = self.options.shutdown_timeout
-        try:
-            await self._start()
-            await stop.wait()
-        except asyncio.CancelledError:
-            grace = 0.0
-            raise
-        finally:
-            await self.backend.cancel_shielded(self._stop, grace)
 
     async def aclose(self) -> None:
         self._stop_accepting()

@@ -18,12 +18,11 @@ import asyncio
 import socket
 from typing import Any
 
-from server_framework.backend import AsyncBackend, Event
+from server_framework.backend import AsyncBackend
 from server_framework.exceptions import ClosedResourceError
 
-from ._asyncio import AsyncIODriver, drain_tasks
-from ._base import Listener
-from ._driver import READ_BATCH, DatagramInbox, bind_log_context, logger, next_conn_id
+from ._asyncio import AsyncIODriver, AsyncIOListener, drain_tasks
+from ._driver import READ_BATCH, bind_log_context, logger
 from ._options import DatagramOptions
 from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
 
@@ -36,16 +35,7 @@ class AsyncIODatagramClient(DatagramPeer, AsyncIODriver):
     __slots__ = ("_address", "_endpoint")
 
     def __init__(self, endpoint: AsyncIODatagramEndpoint, address: Any) -> None:
-        options = endpoint.options
-        protocol = options.protocol
-        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
-        super().__init__(
-            options.handler,
-            protocol,
-            inbox,
-            next_conn_id(),
-            idle_timeout=options.client_idle_timeout,
-        )
+        self._init_peer(endpoint.options)
         self._init_driver(endpoint.loop)
         self._endpoint = endpoint
         self._address = address
@@ -174,7 +164,7 @@ class _UVLoopDatagramProtocol(asyncio.DatagramProtocol):
         logger.debug("datagram socket error", error=str(exc))
 
 
-class AsyncIODatagramListener(Listener[DatagramOptions]):
+class AsyncIODatagramListener(AsyncIOListener[DatagramOptions]):
     """Runs a datagram server's sockets and peers on an asyncio loop."""
 
     def __init__(
@@ -185,18 +175,9 @@ class AsyncIODatagramListener(Listener[DatagramOptions]):
         self.tasks: set[asyncio.Task[None]] = set()
         self.endpoints = [AsyncIODatagramEndpoint(self, sock) for sock in sockets]
 
-    async def serve(self, stop: Event) -> None:
-        self.stop = stop
-        grace = self.options.shutdown_timeout
-        try:
-            for endpoint in self.endpoints:
-                await endpoint.start()
-            await stop.wait()
-        except asyncio.CancelledError:
-            grace = 0.0
-            raise
-        finally:
-            await self.backend.cancel_shielded(self._stop, grace)
+    async def _start(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.start()
 
     async def aclose(self) -> None:
         for endpoint in self.endpoints:

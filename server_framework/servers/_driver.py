@@ -291,6 +291,33 @@ class ConnectionDriver(ABC):
         self.id = conn_id
         self.state: dict[str, Any] = {}
 
+    def _init_stream(self, options: Any) -> None:
+        """``__init__`` for a stream connection, from its server's ``StreamOptions``."""
+        protocol = options.protocol
+        ConnectionDriver.__init__(
+            self,
+            options.handler,
+            protocol,
+            protocol.decoder(),
+            next_conn_id(),
+            idle_timeout=options.idle_timeout,
+            frame_timeout=options.frame_timeout,
+            high_water=options.write_high_water,
+        )
+
+    def _init_peer(self, options: Any) -> None:
+        """``__init__`` for a datagram peer's client, from its server's ``DatagramOptions``."""
+        protocol = options.protocol
+        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
+        ConnectionDriver.__init__(
+            self,
+            options.handler,
+            protocol,
+            inbox,
+            next_conn_id(),
+            idle_timeout=options.client_idle_timeout,
+        )
+
     # -- the state machine --------------------------------------------------------------
 
     def _process(self) -> Blocked | None:
@@ -404,6 +431,18 @@ class ConnectionDriver(ABC):
                 self._on_yield(value)
         if self._decoder.broken:
             self._on_framing_error()
+
+    async def _expired(self, marker: object) -> bool:
+        """A deadline expired while parked: True if the connection ends (``idle_timeout``,
+        ``frame_timeout``); a request timeout is thrown into the handler instead (False)."""
+        if marker is REQUEST_TIMEOUT:
+            await self._throw_timeout()
+            return False
+        if marker is IDLE_TIMEOUT:
+            logger.debug("closing idle connection")
+        else:
+            logger.debug("closing connection: frame_timeout expired mid-frame")
+        return True
 
     async def _throw_timeout(self) -> None:
         """The requested ``RecvParams.timeout`` expired: throw TimeoutError into the handler."""

@@ -20,22 +20,8 @@ from server_framework.sockets import DEFAULT_BACKLOG
 
 from ._driver import RateLimitedLog
 
-__all__ = [
-    "DEFAULT_CLIENT_IDLE_TIMEOUT",
-    "DEFAULT_CLIENT_QUEUE_SIZE",
-    "DEFAULT_FRAME_TIMEOUT",
-    "DEFAULT_MAX_CLIENTS",
-    "DEFAULT_MAX_CONNECTIONS",
-    "DEFAULT_PROXY_ALLOW",
-    "DEFAULT_PROXY_HEADER_TIMEOUT",
-    "DEFAULT_SHUTDOWN_TIMEOUT",
-    "DEFAULT_SSL_HANDSHAKE_TIMEOUT",
-    "DEFAULT_SSL_SHUTDOWN_TIMEOUT",
-    "DEFAULT_WRITE_HIGH_WATER",
-    "DEFAULT_WRITE_TIMEOUT",
-    "DatagramOptions",
-    "StreamOptions",
-]
+# The DEFAULT_* constants are public through the package, server_framework.servers.
+__all__ = ["DatagramOptions", "StreamOptions"]
 
 #: Default grace period of a shutdown: under Kubernetes' 30 s termination grace period, long
 #: enough for ordinary requests to finish.

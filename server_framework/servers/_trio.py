@@ -50,17 +50,12 @@ from server_framework.sockets import (
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
-    FRAME_TIMEOUT,
-    IDLE_TIMEOUT,
     READ_BATCH,
-    REQUEST_TIMEOUT,
     RESOURCE_ERRNOS,
     ConnectionDriver,
-    DatagramInbox,
     RateLimitedLog,
     bind_log_context,
     logger,
-    next_conn_id,
     now,
 )
 from ._options import DatagramOptions, StreamOptions
@@ -90,16 +85,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
 
     def __init__(self, listener: TrioStreamListener, raw: socket.socket, peer: Any) -> None:
         options = listener.options
-        protocol = options.protocol
-        super().__init__(
-            options.handler,
-            protocol,
-            protocol.decoder(),
-            next_conn_id(),
-            idle_timeout=options.idle_timeout,
-            frame_timeout=options.frame_timeout,
-            high_water=options.write_high_water,
-        )
+        self._init_stream(options)
         self._listener = listener
         self._write_timeout = options.write_timeout
         self._raw = raw  # the stdlib socket: plain non-blocking I/O first, trio only to wait
@@ -202,14 +188,9 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             if self._should_stop():
                 return
             woke = await self._wait_data()
-            if woke is IDLE_TIMEOUT:
-                logger.debug("closing idle connection")
-                return
-            if woke is FRAME_TIMEOUT:
-                logger.debug("closing connection: frame_timeout expired mid-frame")
-                return
-            if woke is REQUEST_TIMEOUT:
-                await self._throw_timeout()
+            if woke is not None:
+                if await self._expired(woke):
+                    return
             elif self._eof:
                 # Handle the frames already received (a half-closed peer still reads our
                 # replies), start nothing new; a partial frame at EOF is dropped.
@@ -537,16 +518,7 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
     __slots__ = ("_address", "_endpoint", "_event")
 
     def __init__(self, endpoint: TrioDatagramEndpoint, address: Any) -> None:
-        options = endpoint.options
-        protocol = options.protocol
-        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
-        super().__init__(
-            options.handler,
-            protocol,
-            inbox,
-            next_conn_id(),
-            idle_timeout=options.client_idle_timeout,
-        )
+        self._init_peer(endpoint.options)
         self._endpoint = endpoint
         self._address = address
         self._event: trio.Event | None = None
@@ -563,10 +535,8 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
                 if self._should_stop():
                     break
                 woke = await self._wait_data()
-                if woke is IDLE_TIMEOUT:
+                if woke is not None and await self._expired(woke):
                     break
-                if woke is REQUEST_TIMEOUT:
-                    await self._throw_timeout()
         except Exception as exc:
             logger.error("datagram client failed", exc_info=exc)
         finally:
