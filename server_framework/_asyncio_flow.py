@@ -15,7 +15,6 @@ Imported only by the asyncio/uvloop transports of ``servers`` and ``clients``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Final
 
 __all__ = ["READ_HIGH_WATER", "WriteFlow"]
@@ -28,20 +27,22 @@ READ_HIGH_WATER: Final = 64 * 1024
 class WriteFlow:
     """Whether a transport's writing is paused, and the senders waiting for it to resume.
 
+    It holds no reference to its protocol (a callback would make the two a reference cycle,
+    freed only by the garbage collector, for every connection).
+
     Args:
         loop: The loop of the transport.
-        stopped: Returns True once writing is over (connection lost or closed); waiting
-            senders then return, and the caller raises its own error.
     """
 
-    __slots__ = ("_loop", "_stopped", "_waiter", "paused")
+    __slots__ = ("_loop", "_waiter", "paused", "stopped")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, stopped: Callable[[], bool]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._stopped = stopped
         self._waiter: asyncio.Future[None] | None = None
         #: True between the transport's ``pause_writing`` and ``resume_writing``.
         self.paused = False
+        #: True once writing is over (connection lost or closed): see `stop`.
+        self.stopped = False
 
     def pause(self) -> None:
         """The transport's buffer passed its high-water mark: senders wait from now on."""
@@ -52,8 +53,14 @@ class WriteFlow:
         self.paused = False
         self.wake()
 
+    def stop(self) -> None:
+        """Writing is over (the connection is lost or closed): waiting senders return, and
+        their caller raises its own error."""
+        self.stopped = True
+        self.wake()
+
     def wake(self) -> None:
-        """Wake every waiting sender (on resume, and when the connection is lost or closed)."""
+        """Wake every waiting sender."""
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -65,7 +72,7 @@ class WriteFlow:
 
         Cancellation: only this caller's wait is cancelled; the shared future stays.
         """
-        while self.paused and not self._stopped():
+        while self.paused and not self.stopped:
             waiter = self._waiter
             if waiter is None:
                 waiter = self._waiter = self._loop.create_future()

@@ -55,7 +55,7 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
         # One task at most waits for data (_waiter); several may wait for the write buffer to
         # drain (_flow).
         self._waiter: asyncio.Future[bool] | None = None
-        self._flow = WriteFlow(loop, self._write_stopped)
+        self._flow = WriteFlow(loop)
         self._reading_paused = False
         # How it ends: the server's EOF, an error, or our close (set once each).
         self._eof = False
@@ -97,7 +97,7 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
         elif not self._closed:
             self._error = exc
         self._wake_receiver()
-        self._flow.wake()
+        self._flow.stop()
         if not self._lost_waiter.done():
             self._lost_waiter.set_result(None)
 
@@ -146,14 +146,14 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
     def abort(self) -> None:
         self._closed = True
         self._wake_receiver()
-        self._flow.wake()
+        self._flow.stop()
         if self._transport is not None:
             self._transport.abort()
 
     async def aclose(self) -> None:
         self._closed = True
         self._wake_receiver()
-        self._flow.wake()
+        self._flow.stop()
         transport = self._transport
         if transport is None or self._lost_waiter.done():
             return

@@ -279,7 +279,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         self._reading_paused = False
         # Writing: paused above the transport's high-water mark; the write deadline watches
         # that what the transport holds keeps leaving.
-        self._write_flow = WriteFlow(listener.loop, self._write_stopped)
+        self._write_flow = WriteFlow(listener.loop)
         self._write_timeout = options.write_timeout
         self._write_timer: asyncio.TimerHandle | None = None
         self._written = 0  # bytes handed to the transport
@@ -374,7 +374,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         self._lost = True
         self._eof = True
         self._wake()
-        self._write_flow.wake()
+        self._write_flow.stop()
         if self._proxy_timer is not None:
             self._proxy_timer.cancel()
             self._proxy_timer = None
@@ -496,9 +496,6 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
             logger.debug("connection closed")
         finally:
             self._listener.release(self)
-
-    def _write_stopped(self) -> bool:
-        return self._lost
 
     def _watch_writes(self) -> None:
         """Data was handed to the transport: if some stays there, start the write deadline."""
