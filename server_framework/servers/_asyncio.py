@@ -476,7 +476,8 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         await self._write_flow.wait()
 
     async def _before_wait(self) -> None:
-        await self._write_flow.wait()
+        if self._write_flow.paused:  # quietly: a peer that resets meanwhile is no error
+            await self._write_flow.wait()
         if self._reading_paused:
             self._reading_paused = False
             assert self._transport is not None

@@ -316,22 +316,22 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         except (BrokenResourceError, ClosedResourceError):
             pass  # the peer is gone: the next wait notices it
 
-    async def _sent(self) -> None:
-        """Wait until no send is in progress (the peer took it, or is gone)."""
+    async def _no_send_in_progress(self) -> None:
+        """Wait until no send is in progress (parked only while another send runs)."""
         while self._sending:
             lot = self._send_lot
             if lot is None:
                 lot = self._send_lot = trio.lowlevel.ParkingLot()
             await lot.park()
+
+    async def _sent(self) -> None:
+        """Wait until no send is in progress (the peer took it, or is gone)."""
+        await self._no_send_in_progress()
         if self._lost:
             raise self._closed_error()
 
     async def _send(self, data: bytes | bytearray) -> None:
-        while self._sending:
-            lot = self._send_lot
-            if lot is None:
-                lot = self._send_lot = trio.lowlevel.ParkingLot()
-            await lot.park()
+        await self._no_send_in_progress()
         self._sending = True
         try:
             await self._send_all(data)
@@ -411,11 +411,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         # Replies still being sent by a helper task go out before the socket closes.
         close_timeout = self._listener.options.ssl_shutdown_timeout
         with trio.move_on_after(close_timeout):
-            while self._sending:
-                lot = self._send_lot
-                if lot is None:
-                    lot = self._send_lot = trio.lowlevel.ParkingLot()
-                await lot.park()
+            await self._no_send_in_progress()
         if self._tls is not None:
             with trio.move_on_after(close_timeout):
                 await self._tls.aclose()
