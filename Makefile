@@ -6,19 +6,30 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test lint clean bench-micro docs
+.PHONY: install test test-pure lint clean bench-micro docs
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The install compiles the engine (setup.py, server_framework/_cengine.pyx) with the machine's C
+# compiler, or falls back to the pure-Python engine and says so; SERVER_FRAMEWORK_STRICT_BUILD=1
+# (CI) makes a failed build or any compiler warning an error instead.
+$(STAMP): pyproject.toml setup.py server_framework/_cengine.pyx
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c "from server_framework.engine import ENGINE, REASON; print(f'engine: {ENGINE} ({REASON})')"
 	@touch $(STAMP)
 
+# `make test`: the whole suite on the engine that runs by default (compiled when built);
+# `make test-pure`: the whole suite again on the pure-Python engine (CI runs both).
 test: $(STAMP)
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests, which is a failure here"; exit 1; fi; \
+	exit $$rc
+
+test-pure: $(STAMP)
+	@SERVER_FRAMEWORK_PURE_PYTHON=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-pure: pytest collected no tests, which is a failure here"; exit 1; fi; \
 	exit $$rc
 
 lint: $(STAMP)
@@ -36,6 +47,7 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis .benchmarks docs/_build
+	rm -f server_framework/_cengine.c server_framework/_cengine.*.so
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # `make bench`: the benchmark suite (benchmarks/README.md). Its own stamp installs the bench

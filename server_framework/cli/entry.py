@@ -24,6 +24,7 @@ from typing import Final
 import msgspec
 import structlog
 
+from server_framework import engine
 from server_framework.backend import current, run
 from server_framework.cli.app import load_app
 from server_framework.cli.config import build_parser, load_settings, render_toml
@@ -52,9 +53,10 @@ _PROG: Final = "server-framework"
 
 def _version() -> str:
     try:
-        return importlib.metadata.version("server-framework")
+        version = importlib.metadata.version("server-framework")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a tree
-        return "unknown"
+        version = "unknown"
+    return f"{version} ({engine.ENGINE} engine)"
 
 
 def _print_error(message: str) -> None:

@@ -395,11 +395,7 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         if out is not None:
             self._protocol.encode_into(packet, out)
             if len(out) >= self._high_water:
-                # The batch is full (a handler sending a lot in one step): block, so that
-                # the batch is written now, then wait for the transport like any sender.
-                await asyncio.sleep(0)
-                if self._write_flow.paused:
-                    await self._drain()
+                await self._batch_full()
             return
         transport = self._transport
         if self._lost or self._close_requested or transport is None or transport.is_closing():
@@ -409,6 +405,13 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         self._written += len(data)
         if self._write_timer is None and transport.get_write_buffer_size():
             self._watch_writes()
+        if self._write_flow.paused:
+            await self._drain()
+
+    async def _batch_full(self) -> None:
+        # A handler sent a lot in one step: block, so that the batch is written now, then
+        # wait for the transport like any sender.
+        await asyncio.sleep(0)
         if self._write_flow.paused:
             await self._drain()
 

@@ -17,6 +17,7 @@ from typing import Any, Final, Generic, Self, TypeVar
 
 import structlog
 
+from server_framework import engine
 from server_framework.backend import AsyncBackend, Event, current
 from server_framework.log import ensure_logging
 from server_framework.sockets import Address, UnixSocketFile, check_adopted, normalize_address
@@ -107,6 +108,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         if self._backend is not None:
             raise RuntimeError("a server can be entered only once")
         ensure_logging()  # a program that configured nothing gets the safe default
+        engine.note_fallback()  # no compiled engine (no C compiler at install): say so once
         backend = self._backend = current()
         self._stop_event = backend.create_event()
         self._stopped_event = backend.create_event()

@@ -31,13 +31,14 @@ import traceback
 import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
 from handlers.base import RecvParams
 from handlers.request_response import RequestResponseHandler
 from protocols import ProtocolError, StreamDecoder
+from server_framework import engine
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 from server_framework.sockets import Address
 
@@ -114,6 +115,16 @@ def _fast_respond(handler: Any) -> Any:
     if isinstance(handler, RequestResponseHandler) and not overridden:
         return handler.respond
     return None
+
+
+def _protocol_decoder(protocol: Any) -> Any:
+    return protocol.decoder()
+
+
+#: A stream connection's decoder for ``protocol``: the compiled engine's own decoders for the
+#: stock framers (``LineFramer``, ``LengthPrefixFramer``, ``FixedSizeFramer``), else
+#: ``protocol.decoder()``.
+make_decoder: Final = _protocol_decoder if engine.compiled is None else engine.compiled.make_decoder
 
 
 def _release_frames(exc: BaseException) -> None:
@@ -217,13 +228,15 @@ class DatagramInbox:
         return items
 
 
-class ConnectionDriver(ABC):
-    """The handler-driving state machine of one connection or datagram peer (loop-agnostic).
+class DriverCore:
+    """The per-request part of :class:`ConnectionDriver`: its state, and stepping the handler.
 
-    Subclasses (per event loop and transport) provide the I/O: waiting for data, writing,
-    closing, and ``send_packet``. They call :meth:`_process` whenever messages may be ready;
-    it returns ``None`` when it needs more data, or a blocked step for the task to ``await``
-    through :meth:`_finish_blocked`.
+    This class is the reference of the compiled engine's ``DriverCore``
+    (``server_framework/_cengine.pyx``), which replaces it when the compiled engine runs
+    (:mod:`server_framework.engine`): every method here has its twin there, with the same
+    behaviour; a change to one is a change to both (the whole test suite runs on both engines).
+    Subclasses provide ``_wake``, ``_batch_full`` and ``send_packet`` (see
+    :class:`ConnectionDriver`).
     """
 
     __slots__ = (
@@ -252,6 +265,12 @@ class ConnectionDriver(ABC):
     )
 
     _decoder: Any  # a StreamDecoder, or a DatagramInbox
+
+    if TYPE_CHECKING:  # provided by ConnectionDriver's subclasses
+
+        def _wake(self) -> None: ...
+        async def _batch_full(self) -> None: ...
+        async def send_packet(self, packet: Any) -> None: ...
 
     def __init__(
         self,
@@ -290,33 +309,6 @@ class ConnectionDriver(ABC):
         self._close_requested = False  # we decided to close: stop handling requests
         self.id = conn_id
         self.state: dict[str, Any] = {}
-
-    def _init_stream(self, options: Any) -> None:
-        """``__init__`` for a stream connection, from its server's ``StreamOptions``."""
-        protocol = options.protocol
-        ConnectionDriver.__init__(
-            self,
-            options.handler,
-            protocol,
-            protocol.decoder(),
-            next_conn_id(),
-            idle_timeout=options.idle_timeout,
-            frame_timeout=options.frame_timeout,
-            high_water=options.write_high_water,
-        )
-
-    def _init_peer(self, options: Any) -> None:
-        """``__init__`` for a datagram peer's client, from its server's ``DatagramOptions``."""
-        protocol = options.protocol
-        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
-        ConnectionDriver.__init__(
-            self,
-            options.handler,
-            protocol,
-            inbox,
-            next_conn_id(),
-            idle_timeout=options.client_idle_timeout,
-        )
 
     # -- the state machine --------------------------------------------------------------
 
@@ -404,9 +396,20 @@ class ConnectionDriver(ABC):
         return None
 
     def _send_response(self, send: Any, response: Any) -> Blocked | None:
-        """Send ``respond()``'s result; the blocked send if it has to wait."""
+        """Send ``respond()``'s result; the blocked send if it has to wait.
+
+        Inside a synchronous batch (``_out`` set) this is what ``send_packet`` does, without
+        its coroutine: encode into the batch, and wait for ``_batch_full()`` past the mark.
+        """
+        out = self._out
         try:
-            coro = send(response)
+            if out is not None:
+                self._protocol.encode_into(response, out)
+                if len(out) < self._high_water:
+                    return None
+                coro = self._batch_full()
+            else:
+                coro = send(response)
             yielded = coro.send(None)
         except StopIteration:
             return None
@@ -414,6 +417,115 @@ class ConnectionDriver(ABC):
             self._on_error(exc)
             return None
         return (coro, yielded, _SEND)
+
+    def _step(self, coro: Coroutine[Any, Any, Any]) -> Blocked | None:
+        """Run one step of the handler's generator until it yields, returns, fails or blocks.
+
+        (:meth:`_process` does the same inline: it is the per-request hot path.)
+        """
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._on_yield(stop.value)
+        except StopAsyncIteration:
+            self._on_return()
+        except Exception as exc:
+            self._on_error(exc)
+        else:
+            return (coro, yielded, _STEP)
+        return None
+
+    def _on_yield(self, value: Any) -> None:
+        if value is not None:
+            if not isinstance(value, RecvParams):
+                self._agen = None
+                self._close_after_error(
+                    TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
+                )
+                return
+            if value.timeout is not None:
+                self._request_deadline = now() + value.timeout
+        self._params = value
+        self._fresh = False
+
+    def _on_return(self) -> None:
+        fresh = self._fresh
+        self._agen = None
+        self._params = None
+        if fresh:
+            # Returned before its first yield: the handler does not want this connection.
+            self._request_close()
+
+    def _on_error(self, exc: Exception) -> None:
+        self._agen = None
+        self._params = None
+        if self._lost and isinstance(exc, DISCONNECT_ERRORS):
+            logger.debug("client disconnected during a request", error=str(exc))
+            self._request_close()
+        elif isinstance(exc, ProtocolError):
+            logger.warning("closing connection after a bad message", error=str(exc))
+            self._request_close()
+        else:
+            self._close_after_error(exc)
+
+    def _on_framing_error(self) -> None:
+        logger.warning("closing connection: the stream cannot be framed any more")
+        self._request_close()
+
+    def _close_after_error(self, exc: BaseException) -> None:
+        logger.error("request handler failed; closing the connection", exc_info=exc)
+        self._request_close()
+
+    def _request_close(self) -> None:
+        """Stop handling requests; the connection task then closes the connection."""
+        self._close_requested = True
+        self._wake()
+
+
+if TYPE_CHECKING:
+    _Core = DriverCore
+else:
+    _Core = DriverCore if engine.compiled is None else engine.compiled.DriverCore
+
+
+class ConnectionDriver(_Core, ABC):
+    """The handler-driving state machine of one connection or datagram peer (loop-agnostic).
+
+    Subclasses (per event loop and transport) provide the I/O: waiting for data, writing,
+    closing, and ``send_packet``. They call :meth:`_process` whenever messages may be ready;
+    it returns ``None`` when it needs more data, or a blocked step for the task to ``await``
+    through :meth:`_finish_blocked`. The per-request part is :class:`DriverCore` (compiled
+    when the compiled engine runs); what runs once per connection or per wait is here.
+    """
+
+    __slots__ = ()
+
+    def _init_stream(self, options: Any) -> None:
+        """``__init__`` for a stream connection, from its server's ``StreamOptions``."""
+        protocol = options.protocol
+        _Core.__init__(
+            self,
+            options.handler,
+            protocol,
+            make_decoder(protocol),
+            next_conn_id(),
+            idle_timeout=options.idle_timeout,
+            frame_timeout=options.frame_timeout,
+            high_water=options.write_high_water,
+        )
+
+    def _init_peer(self, options: Any) -> None:
+        """``__init__`` for a datagram peer's client, from its server's ``DatagramOptions``."""
+        protocol = options.protocol
+        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
+        _Core.__init__(
+            self,
+            options.handler,
+            protocol,
+            inbox,
+            next_conn_id(),
+            idle_timeout=options.client_idle_timeout,
+        )
 
     async def _finish_blocked(self, blocked: Blocked) -> None:
         """Await a step that blocked during :meth:`_process`, then record its outcome."""
@@ -452,23 +564,6 @@ class ConnectionDriver(ABC):
         blocked = self._step(agen.athrow(TimeoutError(f"no request within {timeout} seconds")))
         if blocked is not None:
             await self._finish_blocked(blocked)
-
-    def _step(self, coro: Coroutine[Any, Any, Any]) -> Blocked | None:
-        """Run one step of the handler's generator until it yields, returns, fails or blocks.
-
-        (:meth:`_process` does the same inline: it is the per-request hot path.)
-        """
-        try:
-            yielded = coro.send(None)
-        except StopIteration as stop:
-            self._on_yield(stop.value)
-        except StopAsyncIteration:
-            self._on_return()
-        except Exception as exc:
-            self._on_error(exc)
-        else:
-            return (coro, yielded, _STEP)
-        return None
 
     def _fed(self, size: int) -> None:
         """``size`` received bytes were fed to the decoder (for the idle and frame deadlines).
@@ -531,52 +626,6 @@ class ConnectionDriver(ABC):
             return ClosedResourceError("the connection is closed")
         return BrokenResourceError(self._broken_reason or "the peer closed the connection")
 
-    def _on_yield(self, value: Any) -> None:
-        if value is not None:
-            if not isinstance(value, RecvParams):
-                self._agen = None
-                self._close_after_error(
-                    TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
-                )
-                return
-            if value.timeout is not None:
-                self._request_deadline = now() + value.timeout
-        self._params = value
-        self._fresh = False
-
-    def _on_return(self) -> None:
-        fresh = self._fresh
-        self._agen = None
-        self._params = None
-        if fresh:
-            # Returned before its first yield: the handler does not want this connection.
-            self._request_close()
-
-    def _on_error(self, exc: Exception) -> None:
-        self._agen = None
-        self._params = None
-        if self._lost and isinstance(exc, DISCONNECT_ERRORS):
-            logger.debug("client disconnected during a request", error=str(exc))
-            self._request_close()
-        elif isinstance(exc, ProtocolError):
-            logger.warning("closing connection after a bad message", error=str(exc))
-            self._request_close()
-        else:
-            self._close_after_error(exc)
-
-    def _on_framing_error(self) -> None:
-        logger.warning("closing connection: the stream cannot be framed any more")
-        self._request_close()
-
-    def _close_after_error(self, exc: BaseException) -> None:
-        logger.error("request handler failed; closing the connection", exc_info=exc)
-        self._request_close()
-
-    def _request_close(self) -> None:
-        """Stop handling requests; the connection task then closes the connection."""
-        self._close_requested = True
-        self._wake()
-
     def _begin_stop(self) -> None:
         """The server is shutting down: finish what was received, then close."""
         self._stopping = True
@@ -593,7 +642,16 @@ class ConnectionDriver(ABC):
 
     @abstractmethod
     async def send_packet(self, packet: Any) -> None:
-        """Encode and send one reply (the handler's ``client.send_packet``)."""
+        """Encode and send one reply (the handler's ``client.send_packet``).
+
+        Inside a synchronous batch (``_out`` set: stream connections), append it to the batch
+        with ``_protocol.encode_into`` and, once the batch reaches ``_high_water`` bytes,
+        ``await self._batch_full()``.
+        """
+
+    async def _batch_full(self) -> None:
+        """The batch of replies reached ``_high_water`` bytes: let it be written, and wait
+        until the transport takes more (stream connections override it)."""
 
     @property
     @abstractmethod

@@ -107,14 +107,17 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         if out is not None:
             self._protocol.encode_into(packet, out)
             if len(out) >= self._high_water:
-                # The batch is full (a handler sending a lot in one step): block, so that
-                # the batch goes out now (a helper task sends it), and wait until it is sent.
-                await trio.lowlevel.checkpoint()
-                await self._sent()
+                await self._batch_full()
             return
         if self._lost or self._close_requested:
             raise self._closed_error()
         await self._send(self._protocol.encode(packet))
+
+    async def _batch_full(self) -> None:
+        # A handler sent a lot in one step: block, so that the batch goes out now (a helper
+        # task sends it), and wait until it is sent.
+        await trio.lowlevel.checkpoint()
+        await self._sent()
 
     async def aclose(self) -> None:
         self._request_close()

@@ -1,0 +1,645 @@
+# cython: language_level=3, auto_pickle=False
+"""The compiled engine: C twins of the pure-Python engine's per-message code.
+
+Every class and function here has a twin in the pure-Python engine, named in its docstring,
+which is its specification: same behaviour, same errors, same messages. A change to one is a
+change to both; the whole test suite runs on each engine (``SERVER_FRAMEWORK_PURE_PYTHON=1``
+selects the pure one, see ``server_framework/engine.py``).
+
+What the C buys, per message: no interpreter dispatch; state in C struct fields instead of
+slot descriptors; coroutines stepped with ``PyIter_Send`` (no ``StopIteration`` object per
+step); frames cut with ``memmem`` straight out of the received buffer, and "no complete frame
+yet" returned as a sentinel instead of raised.
+"""
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.string cimport memcmp
+
+import sys
+import time
+import traceback
+
+import structlog
+
+from handlers.base import RecvParams
+from handlers.request_response import RequestResponseHandler
+from protocols import (
+    BytesSerializer,
+    FixedSizeFramer,
+    LengthPrefixFramer,
+    LineFramer,
+    ProtocolError,
+    SerializeError,
+    StreamDecoder,
+    StreamProtocol,
+)
+from protocols.exceptions import FrameTooLargeError, FramingError
+from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+
+
+cdef extern from "string.h":
+    void* memmem(const void* haystack, size_t haystacklen, const void* needle, size_t needlelen)
+
+cdef extern from *:
+    """
+    static inline int sf_has_am_send(PyObject *obj) {
+        PyAsyncMethods *methods = Py_TYPE(obj)->tp_as_async;
+        return methods != NULL && methods->am_send != NULL;
+    }
+    """
+    bint sf_has_am_send(object obj)
+
+cdef extern from "Python.h":
+    int PyIter_Send(object iterator, object arg, PyObject** presult) except? -1
+    bint PyBytes_CheckExact(object obj)
+    bint PyByteArray_CheckExact(object obj)
+
+__all__ = [
+    "DriverCore",
+    "FixedSizeDecoder",
+    "LengthPrefixDecoder",
+    "LineDecoder",
+    "encode_into",
+    "make_decoder",
+]
+
+cdef object logger = structlog.get_logger("server_framework.servers")
+cdef object now = time.monotonic
+cdef object _get_hooks = sys.get_asyncgen_hooks
+cdef object _set_hooks = sys.set_asyncgen_hooks
+cdef tuple DISCONNECT_ERRORS = (ConnectionError, BrokenResourceError, ClosedResourceError)
+#: What a decoder's ``_take`` returns when no complete frame is buffered.
+cdef object NOTHING = object()
+
+# The kinds of blocked step (as in _driver: _STEP, _RESPOND, _SEND).
+cdef object _STEP = 0
+cdef object _RESPOND = 1
+cdef object _SEND = 2
+
+# PyIter_Send's results.
+cdef enum:
+    GEN_RETURN = 0
+    GEN_NEXT = 1
+
+
+cdef inline int _send_none(object coro, PyObject** result) except? -1:
+    """``coro.send(None)``: GEN_NEXT with what it yielded, GEN_RETURN with what it returned.
+
+    What implements ``am_send`` (coroutines, generators, async generators' ``asend``) goes
+    through ``PyIter_Send``; anything else through its ``send`` method, as in pure Python.
+    """
+    if sf_has_am_send(coro):
+        return PyIter_Send(coro, None, result)
+    try:
+        value = coro.send(None)
+    except StopIteration as stop:
+        value = stop.value
+        Py_INCREF(value)
+        result[0] = <PyObject*>value
+        return GEN_RETURN
+    Py_INCREF(value)
+    result[0] = <PyObject*>value
+    return GEN_NEXT
+
+
+cdef inline object _take_result(PyObject* result):
+    value = <object>result
+    Py_XDECREF(result)
+    return value
+
+
+def _release_frames(exc):
+    """Twin of ``servers._driver._release_frames``."""
+    seen = set()
+    current = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+
+
+def _fast_respond(handler):
+    """Twin of ``servers._driver._fast_respond``."""
+    overridden = type(handler).handle is not RequestResponseHandler.handle
+    if isinstance(handler, RequestResponseHandler) and not overridden:
+        return handler.respond
+    return None
+
+
+# -- decoders ---------------------------------------------------------------------------------
+
+
+cdef class CompiledDecoder:
+    """Twin of ``protocols.framing.StreamDecoder`` (the three stock framers' decoders).
+
+    ``_take()`` is ``__next__`` without the exception: it returns ``NOTHING`` when more data
+    is needed. ``_deserialize`` None means the frame itself is the message (BytesSerializer).
+    """
+
+    cdef object _buf  # bytes or bytearray
+    cdef Py_ssize_t _pos
+    cdef Py_ssize_t _max
+    cdef object _deserialize
+    cdef object _broken
+
+    def __init__(self, deserialize, Py_ssize_t max_frame_size):
+        self._deserialize = deserialize
+        self._max = max_frame_size
+        self._buf = b""
+        self._pos = 0
+        self._broken = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        message = self._take()
+        if message is NOTHING:
+            raise StopIteration
+        return message
+
+    @property
+    def buffered(self):
+        """How many received bytes are waiting for the rest of their frame."""
+        return self._size() - self._pos
+
+    @property
+    def broken(self):
+        """True once a framing error made the stream unusable."""
+        return self._broken is not None
+
+    cdef inline Py_ssize_t _size(self):
+        buf = self._buf
+        if PyBytes_CheckExact(buf):
+            return PyBytes_GET_SIZE(buf)
+        return PyByteArray_GET_SIZE(buf)
+
+    cdef inline const char* _data(self):
+        buf = self._buf
+        if PyBytes_CheckExact(buf):
+            return PyBytes_AS_STRING(buf)
+        return PyByteArray_AS_STRING(buf)
+
+    def feed(self, data):
+        """Add received bytes (see ``StreamDecoder.feed``)."""
+        if self._broken is not None:
+            raise FramingError(f"decoder is unusable after an earlier error: {self._broken}")
+        if not data:
+            return
+        cdef Py_ssize_t pos = self._pos
+        buf = self._buf
+        if pos == self._size():
+            self._buf = data if PyBytes_CheckExact(data) else bytes(data)
+            self._pos = 0
+            self._rebased(pos)
+            return
+        if not PyByteArray_CheckExact(buf):
+            buf = bytearray(memoryview(buf)[pos:])
+        elif pos:
+            del buf[:pos]
+        buf += data
+        self._buf = buf
+        self._pos = 0
+        self._rebased(pos)
+
+    def close(self):
+        """Drop everything not decoded yet; the decoder takes no more input."""
+        self._buf = b""
+        self._pos = 0
+        if self._broken is None:
+            self._broken = FramingError("the decoder is closed")
+
+    cdef void _rebased(self, Py_ssize_t shift):
+        pass
+
+    cdef object _exhausted(self):
+        self._buf = b""
+        self._pos = 0
+        return NOTHING
+
+    cdef object _too_large(self, object size, bint complete):
+        error = FrameTooLargeError(size, self._max, complete=complete)
+        self._broken = error
+        self._buf = b""
+        self._pos = 0
+        return error
+
+    cdef int _check_usable(self) except -1:
+        if self._broken is not None:
+            raise FramingError(f"decoder is unusable after an earlier error: {self._broken}")
+        return 0
+
+    cdef object _frame(self, Py_ssize_t start, Py_ssize_t end):
+        cdef object frame
+        if start == 0 and end == self._size() and PyBytes_CheckExact(self._buf):
+            frame = self._buf
+        else:
+            frame = PyBytes_FromStringAndSize(self._data() + start, end - start)
+        if self._deserialize is None:
+            return frame
+        return self._deserialize(frame)
+
+    cdef object _take(self):
+        raise NotImplementedError
+
+
+cdef class LineDecoder(CompiledDecoder):
+    """Twin of ``protocols.framing._LineDecoder``."""
+
+    cdef bytes _delim
+    cdef Py_ssize_t _max_pending
+    cdef Py_ssize_t _scan
+
+    def __init__(self, deserialize, Py_ssize_t max_frame_size, bytes delimiter):
+        CompiledDecoder.__init__(self, deserialize, max_frame_size)
+        self._delim = delimiter
+        self._max_pending = max_frame_size + len(delimiter) - 1
+        self._scan = 0
+
+    cdef void _rebased(self, Py_ssize_t shift):
+        self._scan -= shift
+
+    cdef object _take(self):
+        cdef Py_ssize_t pos = self._pos
+        cdef Py_ssize_t size = self._size()
+        cdef Py_ssize_t dlen = PyBytes_GET_SIZE(self._delim)
+        cdef const char* data = self._data()
+        cdef const char* found = NULL
+        cdef Py_ssize_t end, pending
+        if size - self._scan >= dlen:
+            found = <const char*>memmem(
+                data + self._scan, <size_t>(size - self._scan), PyBytes_AS_STRING(self._delim),
+                <size_t>dlen,
+            )
+        if found == NULL:
+            pending = size - pos
+            if not pending:
+                self._check_usable()
+                self._scan = 0
+                return self._exhausted()
+            if pending > self._max_pending:
+                raise self._too_large(pending, False)
+            self._scan = max(pos, size - dlen + 1)
+            return NOTHING
+        end = found - data
+        self._pos = self._scan = end + dlen
+        if end - pos > self._max:
+            raise self._too_large(end - pos, True)
+        return self._frame(pos, end)
+
+
+cdef class LengthPrefixDecoder(CompiledDecoder):
+    """Twin of ``protocols.framing._LengthPrefixDecoder`` (big-endian header of 1-8 bytes)."""
+
+    cdef Py_ssize_t _hsize
+
+    def __init__(self, deserialize, Py_ssize_t max_frame_size, Py_ssize_t header_size):
+        CompiledDecoder.__init__(self, deserialize, max_frame_size)
+        self._hsize = header_size
+
+    cdef object _take(self):
+        cdef Py_ssize_t pos = self._pos
+        cdef Py_ssize_t available = self._size() - pos
+        cdef const unsigned char* header
+        cdef unsigned long long size = 0
+        cdef Py_ssize_t i, start, end
+        if available < self._hsize:
+            if not available:
+                self._check_usable()
+                return self._exhausted()
+            return NOTHING
+        header = <const unsigned char*>self._data() + pos
+        for i in range(self._hsize):
+            size = (size << 8) | header[i]
+        if size > <unsigned long long>self._max:
+            raise self._too_large(size, True)
+        start = pos + self._hsize
+        end = start + <Py_ssize_t>size
+        if end > self._size():
+            return NOTHING
+        self._pos = end
+        return self._frame(start, end)
+
+
+cdef class FixedSizeDecoder(CompiledDecoder):
+    """Twin of ``protocols.framing._FixedSizeDecoder``."""
+
+    cdef object _take(self):
+        cdef Py_ssize_t pos = self._pos
+        cdef Py_ssize_t size = self._size()
+        cdef Py_ssize_t end = pos + self._max
+        if end > size:
+            if pos == size:
+                self._check_usable()
+                return self._exhausted()
+            return NOTHING
+        self._pos = end
+        return self._frame(pos, end)
+
+
+StreamDecoder.register(CompiledDecoder)
+
+
+def make_decoder(protocol):
+    """Twin of ``protocol.decoder()`` for a server connection: the compiled decoder of a stock
+    framer (exactly ``LineFramer``, ``LengthPrefixFramer`` or ``FixedSizeFramer``), else
+    ``protocol.decoder()``."""
+    if type(protocol) is not StreamProtocol:
+        return protocol.decoder()
+    framer = protocol.framer
+    deserialize = protocol._deserialize
+    if protocol.converter is None and type(protocol.serializer) is BytesSerializer:
+        deserialize = None  # BytesSerializer.deserialize returns the frame itself
+    kind = type(framer)
+    if kind is LineFramer:
+        return LineDecoder(deserialize, framer.max_frame_size, framer.delimiter)
+    if kind is LengthPrefixFramer:
+        return LengthPrefixDecoder(deserialize, framer.max_frame_size, framer.header_size)
+    if kind is FixedSizeFramer:
+        return FixedSizeDecoder(deserialize, framer.size)
+    return protocol.decoder()
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+cpdef encode_into(protocol, obj, bytearray out):
+    """Twin of ``StreamProtocol.encode_into(obj, out)``: bytes on a ``LineFramer`` through
+    ``BytesSerializer`` are framed here; every other protocol is asked."""
+    cdef Py_ssize_t start, dlen
+    cdef const char* data
+    cdef const char* found
+    if (
+        type(protocol) is StreamProtocol
+        and protocol.converter is None
+        and type(protocol.serializer) is BytesSerializer
+        and type(protocol.framer) is LineFramer
+        and (PyBytes_CheckExact(obj) or PyByteArray_CheckExact(obj))
+    ):
+        delimiter = protocol.framer.delimiter
+        start = PyByteArray_GET_SIZE(out)
+        out += obj
+        out += delimiter
+        dlen = PyBytes_GET_SIZE(delimiter)
+        data = PyByteArray_AS_STRING(out)
+        found = <const char*>memmem(
+            data + start, <size_t>(PyByteArray_GET_SIZE(out) - start),
+            PyBytes_AS_STRING(delimiter), <size_t>dlen,
+        )
+        if found - data != PyByteArray_GET_SIZE(out) - dlen:
+            excerpt = bytes(out[start : start + 64])
+            del out[start:]
+            raise SerializeError(f"payload contains the delimiter {delimiter!r}: {excerpt!r}")
+        return
+    protocol.encode_into(obj, out)
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+cdef class DriverCore:
+    """Twin of ``servers._driver.DriverCore``: a connection's state, and stepping its handler.
+
+    ``ConnectionDriver`` (Python) derives from it and adds what runs once per connection or
+    per wait; the per-loop classes provide ``_wake``, ``_batch_full`` and ``send_packet``.
+    """
+
+    cdef public object _handler
+    cdef public object _protocol
+    cdef public object _respond
+    cdef public object _idle_timeout
+    cdef public object _frame_timeout
+    cdef public Py_ssize_t _high_water
+    cdef public object _decoder
+    cdef CompiledDecoder _cdecoder
+    cdef public Py_ssize_t _received
+    cdef public double _last_read
+    cdef public Py_ssize_t _frame_mark
+    cdef public object _frame_started
+    cdef public object _agen
+    cdef public bint _fresh
+    cdef public object _params
+    cdef public double _request_deadline
+    cdef public object _out
+    cdef public object _broken_reason
+    cdef public bint _stopping
+    cdef public bint _lost
+    cdef public bint _close_requested
+    cdef public object id
+    cdef public object state
+
+    def __init__(
+        self,
+        handler,
+        protocol,
+        decoder,
+        conn_id,
+        *,
+        idle_timeout,
+        frame_timeout=None,
+        Py_ssize_t high_water=sys.maxsize,
+    ):
+        self._handler = handler
+        self._protocol = protocol
+        self._respond = _fast_respond(handler)
+        self._idle_timeout = idle_timeout
+        self._frame_timeout = frame_timeout
+        self._high_water = high_water
+        self._decoder = decoder
+        self._cdecoder = decoder if isinstance(decoder, CompiledDecoder) else None
+        self._received = 0
+        self._last_read = now()
+        self._frame_mark = -1
+        self._frame_started = None
+        self._agen = None
+        self._fresh = False
+        self._params = None
+        self._request_deadline = 0.0
+        self._out = None
+        self._broken_reason = None
+        self._stopping = False
+        self._lost = False
+        self._close_requested = False
+        self.id = conn_id
+        self.state = {}
+
+    cdef inline object _next_request(self):
+        """``next(decoder)``, with NOTHING instead of StopIteration."""
+        if self._cdecoder is not None:
+            return self._cdecoder._take()
+        try:
+            return next(self._decoder)
+        except StopIteration:
+            return NOTHING
+
+    cdef inline bint _decoder_broken(self):
+        if self._cdecoder is not None:
+            return self._cdecoder._broken is not None
+        return self._decoder.broken
+
+    def _process(self):
+        """Handle every complete message received so far, synchronously while nothing blocks."""
+        cdef PyObject* result = NULL
+        cdef int kind
+        if self._respond is not None:
+            return self._process_responses()
+        decoder = self._decoder
+        while not (self._lost or self._close_requested):
+            agen = self._agen
+            if agen is None:
+                if self._stopping and not decoder.buffered:
+                    return None
+                agen = self._agen = self._handler.handle(self)
+                self._fresh = True
+                hooks = _get_hooks()
+                _set_hooks(None, hooks.finalizer)
+                try:
+                    coro = agen.asend(None)
+                finally:
+                    _set_hooks(*hooks)
+            else:
+                try:
+                    request = self._next_request()
+                except ProtocolError as exc:
+                    _release_frames(exc)
+                    coro = agen.athrow(exc)
+                else:
+                    if request is NOTHING:
+                        return None
+                    coro = agen.asend(request)
+            try:
+                kind = _send_none(coro, &result)
+            except StopAsyncIteration:
+                self._on_return()
+            except Exception as exc:
+                self._on_error(exc)
+            else:
+                value = _take_result(result)
+                if kind == GEN_NEXT:
+                    return (coro, value, _STEP)
+                self._on_yield(value)
+            if self._decoder_broken():
+                self._on_framing_error()
+        return None
+
+    def _process_responses(self):
+        """The ``RequestResponseHandler`` path: ``respond()`` called directly, no generator."""
+        cdef PyObject* result = NULL
+        cdef int kind
+        respond = self._respond
+        while not (self._lost or self._close_requested):
+            error = None
+            try:
+                request = self._next_request()
+            except ProtocolError as exc:
+                _release_frames(exc)
+                error = exc
+            else:
+                if request is NOTHING:
+                    return None
+            try:
+                if error is None:
+                    coro = respond(request, self)
+                else:
+                    coro = self._handler.on_bad_message(error, self)
+                kind = _send_none(coro, &result)
+            except Exception as exc:
+                self._on_error(exc)
+            else:
+                value = _take_result(result)
+                if kind == GEN_NEXT:
+                    return (coro, value, _RESPOND)
+                if value is not None:
+                    blocked = self._send_response(None, value)
+                    if blocked is not None:
+                        return blocked
+            if self._decoder_broken():
+                self._on_framing_error()
+        return None
+
+    def _send_response(self, send, response):
+        """Send ``respond()``'s result; the blocked send if it has to wait (``send`` None:
+        ``self.send_packet``)."""
+        cdef PyObject* result = NULL
+        cdef int kind
+        out = self._out
+        try:
+            if out is not None:
+                encode_into(self._protocol, response, out)
+                if len(out) < self._high_water:
+                    return None
+                coro = self._batch_full()
+            else:
+                coro = (self.send_packet if send is None else send)(response)
+            kind = _send_none(coro, &result)
+        except Exception as exc:
+            self._on_error(exc)
+            return None
+        value = _take_result(result)
+        if kind == GEN_RETURN:
+            return None
+        return (coro, value, _SEND)
+
+    def _step(self, coro):
+        """Run one step of the handler's generator until it yields, returns, fails or blocks."""
+        cdef PyObject* result = NULL
+        cdef int kind
+        try:
+            kind = _send_none(coro, &result)
+        except StopAsyncIteration:
+            self._on_return()
+        except Exception as exc:
+            self._on_error(exc)
+        else:
+            value = _take_result(result)
+            if kind == GEN_NEXT:
+                return (coro, value, _STEP)
+            self._on_yield(value)
+        return None
+
+    def _on_yield(self, value):
+        if value is not None:
+            if not isinstance(value, RecvParams):
+                self._agen = None
+                self._close_after_error(
+                    TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
+                )
+                return
+            if value.timeout is not None:
+                self._request_deadline = now() + value.timeout
+        self._params = value
+        self._fresh = False
+
+    def _on_return(self):
+        fresh = self._fresh
+        self._agen = None
+        self._params = None
+        if fresh:
+            self._request_close()
+
+    def _on_error(self, exc):
+        self._agen = None
+        self._params = None
+        if self._lost and isinstance(exc, DISCONNECT_ERRORS):
+            logger.debug("client disconnected during a request", error=str(exc))
+            self._request_close()
+        elif isinstance(exc, ProtocolError):
+            logger.warning("closing connection after a bad message", error=str(exc))
+            self._request_close()
+        else:
+            self._close_after_error(exc)
+
+    def _on_framing_error(self):
+        logger.warning("closing connection: the stream cannot be framed any more")
+        self._request_close()
+
+    def _close_after_error(self, exc):
+        logger.error("request handler failed; closing the connection", exc_info=exc)
+        self._request_close()
+
+    def _request_close(self):
+        """Stop handling requests; the connection task then closes the connection."""
+        self._close_requested = True
+        self._wake()
