@@ -27,25 +27,40 @@ def _index(runs: list[dict[str, Any]]) -> dict[tuple[int, str, str], dict[str, A
 
 
 def paired_ratio(
-    results: dict[str, Any], workload: str, server: str, reference: str, metric: str = "value"
+    results: dict[str, Any],
+    workload: str,
+    server: str,
+    reference: str,
+    metric: str = "value",
+    reference_workload: str | None = None,
 ) -> float | None:
-    """Median over rounds of ``server``'s ``metric`` divided by ``reference``'s in that round."""
+    """Median over rounds of ``server``'s ``metric`` divided by ``reference``'s in that round.
+
+    ``reference_workload``: the reference's figure on that workload (default: ``workload``).
+    """
     ok = _index(results["runs"])
+    other = reference_workload or workload
     ratios = []
     for round_no in range(1, results["settings"]["rounds"] + 1):
-        mine, theirs = ok.get((round_no, workload, server)), ok.get((round_no, workload, reference))
+        mine, theirs = ok.get((round_no, workload, server)), ok.get((round_no, other, reference))
         if mine and theirs and mine.get(metric) is not None and theirs.get(metric):
             ratios.append(mine[metric] / theirs[metric])
     return _median(ratios)
 
 
 def summarize(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{workload: {server: figures}}``: medians of the rounds and ratios to the baseline."""
+    """``{workload: {server: figures}}``: medians of the rounds and ratios to the baseline.
+
+    A workload with a ``reference`` workload (``json-1k``) has its ratios to that workload's
+    figures for the same server instead.
+    """
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for workload, info in results["workloads"].items():
         baseline = results["baselines"][info["transport"]]
+        other = info.get("reference")
         per_server: dict[str, dict[str, Any]] = {}
         for server in results["servers"]:
+            ref = server if other else baseline
             runs = [
                 r for r in results["runs"] if r["workload"] == workload and r["server"] == server
             ]
@@ -55,9 +70,9 @@ def summarize(results: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
             bound = [r.get("client_bound", False) for r in good]
             per_server[server] = {
                 "value": _median(r.get("value") for r in good),
-                "ratio": paired_ratio(results, workload, server, baseline),
+                "ratio": paired_ratio(results, workload, server, ref, "value", other),
                 "cpu_us": _median(r.get("cpu_us") for r in good),
-                "cpu_ratio": paired_ratio(results, workload, server, baseline, "cpu_us"),
+                "cpu_ratio": paired_ratio(results, workload, server, ref, "cpu_us", other),
                 "p50_us": _median(r.get("p50_us") for r in good),
                 "p99_us": _median(r.get("p99_us") for r in good),
                 "client_cpu": _median(r.get("client_cpu") for r in good),
@@ -84,7 +99,8 @@ class Target:
     """A target of the issue, checked on ``workload`` for each of ``servers``.
 
     ``reference`` None compares the server's own value with ``threshold``; otherwise the
-    same-round ratio of ``metric`` (``value`` or ``cpu_us``) to the reference's.
+    same-round ratio of ``metric`` (``value`` or ``cpu_us``) to the reference's. ``reference``
+    ``"same"`` with ``reference_workload``: the ratio to the same server on that workload.
     """
 
     label: str
@@ -95,6 +111,7 @@ class Target:
     at_least: bool = True
     metric: str = "value"
     aside: str | None = None  # a second reference whose ratio is shown (e.g. "aim 0.4x raw")
+    reference_workload: str | None = None
 
 
 _OURS_UV = ("sf-echo-uvloop", "sf-rr-uvloop")
@@ -121,6 +138,9 @@ TARGETS: tuple[Target, ...] = (
            at_least=False),
     Target("churn >= 0.7x uvloop Protocol connections/s", "churn", _OURS_UV,
            "uvloop-protocol", 0.7),
+    Target("1 KiB typed JSON CPU/request <= 1.5x raw bytes, same server", "json-1k",
+           ("sf-rr-uvloop", "sf-user-uvloop"), "same", 1.5, at_least=False, metric="cpu_us",
+           reference_workload="bytes-1k"),
 )  # fmt: skip
 
 
@@ -133,9 +153,11 @@ def evaluate_targets(results: dict[str, Any], summary: dict[str, Any]) -> list[d
             if target.reference is None:
                 measured = figures["value"] if figures else None
             else:
+                reference = server if target.reference == "same" else target.reference
                 measured = paired_ratio(
-                    results, target.workload, server, target.reference, target.metric
-                )
+                    results, target.workload, server, reference, target.metric,
+                    target.reference_workload,
+                )  # fmt: skip
             met = None
             if measured is not None:
                 met = (
@@ -149,6 +171,7 @@ def evaluate_targets(results: dict[str, Any], summary: dict[str, Any]) -> list[d
             rows.append({
                 "target": target.label, "workload": target.workload, "server": server,
                 "reference": target.reference, "metric": target.metric,
+                "reference_workload": target.reference_workload,
                 "threshold": target.threshold, "at_least": target.at_least,
                 "measured": measured, "met": met,
                 "aside_reference": target.aside, "aside_ratio": aside,
@@ -225,6 +248,8 @@ def workload_table(results: dict[str, Any], summary: dict[str, Any], workload: s
         headers = ["server", unit, "ratio", "p50 us", "p99 us", f"CPU us/{per}", "CPU ratio",
                    "client CPU", "flags"]  # fmt: skip
     title = f"{workload}: {info['description']}"
+    if info.get("reference"):
+        title += f" (ratios: to {info['reference']} on the same server)"
     gens = {f["generator"] for f in summary[workload].values() if f["generator"]}
     if gens:
         title += f" [generator: {', '.join(sorted(gens))}]"
@@ -291,7 +316,16 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
     for workload in summary:
         lines += workload_table(results, summary, workload, markdown)
     head = "### " if markdown else ""
-    lines += [f"{head}Throughput ratio to the baseline (memory ratio for idle; * client-bound)", ""]
+    referenced = [
+        f"{w}: to {results['workloads'][w]['reference']} on the same server"
+        for w in summary
+        if results["workloads"][w].get("reference")
+    ]
+    aside = "".join(f"; {r}" for r in referenced)
+    lines += [
+        f"{head}Throughput ratio to the baseline (memory ratio for idle{aside}; * client-bound)",
+        "",
+    ]
     lines += [*matrix_table(summary, results["servers"], "ratio", markdown, _ratio), ""]
     lines += [f"{head}Server CPU time per request, us (per connection for churn)", ""]
     rates = {w: v for w, v in summary.items() if results["workloads"][w]["kind"] != "idle"}
@@ -382,23 +416,44 @@ def finish(results: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-def write(results: dict[str, Any], directory: Path, stem: str) -> list[Path]:
-    """Write ``stem``.json, .md and .png into ``directory``; return the paths written."""
+def write(
+    results: dict[str, Any],
+    directory: Path,
+    stem: str,
+    renderer: Callable[..., str] | None = None,
+    charter: Callable[[dict[str, Any], Path], bool] | None = chart,
+) -> list[Path]:
+    """Write ``stem``.json, .md and .png into ``directory``; return the paths written.
+
+    ``renderer(results, markdown=True)`` gives the Markdown (default :func:`render`);
+    ``charter`` draws the PNG (None: no chart).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{stem}.json", directory / f"{stem}.md"]
     paths[0].write_text(json.dumps(results, indent=1) + "\n")
-    paths[1].write_text(render(results, markdown=True))
+    paths[1].write_text((renderer or render)(results, markdown=True))
     png = directory / f"{stem}.png"
-    if chart(results, png):
+    if charter is not None and charter(results, png):
         paths.append(png)
     return paths
 
 
-def load(path: Path) -> dict[str, Any]:
+def read(path: Path) -> dict[str, Any]:
+    """A saved results file, as written (timed or ``--instructions``)."""
     results: dict[str, Any] = json.loads(path.read_text())
+    return results
+
+
+def finish_loaded(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` of a timed run, with its summary computed if it was saved without."""
     if "summary" not in results:
         finish(results)
     return results
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A saved timed run, summary included."""
+    return finish_loaded(read(path))
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -24,13 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from benchmarks.generators import dnsperf, redis_benchmark, suite
-from benchmarks.servers import BASELINES, SERVERS, ServerSpec, missing_requirement
+from benchmarks.servers import (
+    BASELINES,
+    PURE_ENV,
+    ServerSpec,
+    missing_requirement,
+    select_engines,
+    server_table,
+)
+from benchmarks.servers._common import parse_ready
 from benchmarks.workloads import WORKLOADS, Workload
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +68,8 @@ class Settings:
     client_processes: int = 1
     idle_connections: int = 1000
     quick: bool = False
+    #: ``compiled``, ``pure`` or ``both``: server_framework's engine (see ``server_table``).
+    engine: str = "compiled"
     notes: list[str] = field(default_factory=list)
 
 
@@ -170,11 +180,28 @@ class Children:
     def __init__(self) -> None:
         self.children: list[Child] = []
 
-    def spawn(self, name: str, argv: list[str], *, stdin: bool = False) -> Child:
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        stdin: bool = False,
+        env: Mapping[str, str | None] | None = None,
+    ) -> Child:
+        """Start ``argv``; ``env`` changes the runner's environment for it (None: unset)."""
         stderr = tempfile.TemporaryFile(prefix="bench-")  # noqa: SIM115  (closed by stop())
+        environ = None
+        if env:
+            environ = dict(os.environ)
+            for key, value in env.items():
+                if value is None:
+                    environ.pop(key, None)
+                else:
+                    environ[key] = value
         popen = subprocess.Popen(
             argv,
             cwd=REPO,
+            env=environ,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -244,6 +271,34 @@ class Server:
     mode: str
     child: Child
     port: int = 0
+    #: What its ``READY`` line said besides the port (``engine`` for server_framework).
+    info: dict[str, str] = field(default_factory=dict)
+
+
+def start_server(
+    children: Children,
+    spec: ServerSpec,
+    mode: str,
+    prefix: list[str] | None = None,
+    env: Mapping[str, str | None] | None = None,
+) -> Server:
+    """Start ``spec`` serving ``mode`` on a free port, with its engine's environment.
+
+    ``prefix`` goes before the Python command (e.g. valgrind's), ``env`` adds to the
+    environment; wait for READY with :func:`wait_ready`.
+    """
+    argv = [*(prefix or []), sys.executable, *spec.command(), "--port", "0", "--workload", mode]
+    child = children.spawn(f"server {spec.name} ({mode})", argv, env={**spec.env(), **(env or {})})
+    return Server(spec, mode, child)
+
+
+def wait_ready(server: Server, timeout: float = START_TIMEOUT) -> Server:
+    """Wait for ``server``'s READY line; set its port and info."""
+    ready = parse_ready(server.child.read_line(timeout))
+    if ready is None:
+        raise BenchmarkError(f"{server.child.name} did not start{server.child.tail()}")
+    server.port, server.info = ready
+    return server
 
 
 class Runner:
@@ -254,6 +309,8 @@ class Runner:
         self.children = children
         self.server_pids: list[int] = []
         self.last_rate: dict[tuple[str, str], float] = {}
+        #: The engine each server_framework server reported on its READY line.
+        self.engines: dict[str, str] = {}
 
     # servers
 
@@ -261,15 +318,13 @@ class Runner:
         """Start servers in parallel and wait until each says READY."""
         started = []
         for spec, mode in wanted:
-            argv = [sys.executable, *spec.command(), "--port", "0", "--workload", mode]
-            child = self.children.spawn(f"server {spec.name} ({mode})", argv)
-            self.server_pids.append(child.pid)
-            started.append(Server(spec, mode, child))
+            server = start_server(self.children, spec, mode)
+            self.server_pids.append(server.child.pid)
+            started.append(server)
         for server in started:
-            line = server.child.read_line(START_TIMEOUT)
-            if line is None or not line.startswith("READY "):
-                raise BenchmarkError(f"{server.child.name} did not start{server.child.tail()}")
-            server.port = int(line.split()[1])
+            wait_ready(server)
+            if "engine" in server.info:
+                self.engines[server.spec.name] = server.info["engine"]
         return started
 
     def check_alive(self, server: Server) -> None:
@@ -449,18 +504,30 @@ class Runner:
 # -- the whole run -------------------------------------------------------------------------
 
 
+class HasTransport(Protocol):
+    """A workload of either mode: what the choice of baselines needs of it."""
+
+    @property
+    def transport(self) -> str: ...
+
+
 def select_servers(
-    names: list[str], workloads: list[Workload], notes: list[str]
+    names: list[str], workloads: Sequence[HasTransport], notes: list[str], engine: str = "compiled"
 ) -> list[ServerSpec]:
-    """The servers to run, in table order, plus the baselines the ratios need."""
-    wanted = [SERVERS[name] for name in SERVERS if name in names]
-    for transport in {w.transport for w in workloads}:
-        baseline = SERVERS[BASELINES[transport]]
+    """The servers to run, in table order, plus the baselines the ratios need.
+
+    ``names`` are names of ``SERVERS``; with ``engine="both"`` each ``sf-*`` one brings its
+    ``[pure]`` twin.
+    """
+    table = server_table(engine)
+    wanted = select_engines(names, engine)
+    for transport in sorted({w.transport for w in workloads}):
+        baseline = table[BASELINES[transport]]
         if baseline not in wanted:
-            wanted.insert(0, baseline)
+            wanted.append(baseline)
             notes.append(f"added {baseline.name}: the {transport.upper()} ratios need it")
     chosen = []
-    for spec in wanted:
+    for spec in (s for s in table.values() if s in wanted):
         missing = missing_requirement(spec)
         if missing is not None:
             notes.append(
@@ -469,6 +536,42 @@ def select_servers(
         else:
             chosen.append(spec)
     return chosen
+
+
+def with_references(names: list[str], notes: list[str]) -> list[Workload]:
+    """The workloads ``names``, in table order, plus those whose figures their ratios need."""
+    wanted = set(names)
+    for name in names:
+        reference = WORKLOADS[name].reference
+        if reference is not None and reference not in wanted:
+            wanted.add(reference)
+            notes.append(f"added {reference}: the ratios of {name} need it")
+    return [w for w in WORKLOADS.values() if w.name in wanted]
+
+
+def engine_notes(engine: str, servers: list[ServerSpec], reported: dict[str, str]) -> list[str]:
+    """What ``--engine`` did, and any server_framework server whose engine was not the one asked."""
+    ours = [s for s in servers if s.engine is not None]
+    if not ours:
+        return []
+    how = {
+        "compiled": f"{PURE_ENV} unset",
+        "pure": f"{PURE_ENV}=1",
+        "both": f"each twice: NAME unset, NAME[pure] with {PURE_ENV}=1",
+    }[engine]
+    notes = [f"server_framework engine: {engine} ({how})"]
+    expected = {"compiled": "compiled", "pure": "pure Python"}
+    differ = [
+        s.name for s in ours if s.name in reported and reported[s.name] != expected[s.engine or ""]
+    ]
+    if differ:
+        ran = sorted({reported[name] for name in differ})
+        notes.append(
+            f"{len(differ)} of {len(ours)} server_framework server(s) ran another engine than "
+            f"asked ({', '.join(map(repr, ran))}; is the compiled engine built?): "
+            + ", ".join(differ)
+        )
+    return notes
 
 
 def plan(servers: list[ServerSpec], workloads: list[Workload]) -> list[tuple[Workload, ServerSpec]]:
@@ -514,6 +617,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def server_info(servers: list[ServerSpec], engines: dict[str, str]) -> dict[str, Any]:
+    """``results["servers"]``: each server's family, loop, wire formats and engine.
+
+    ``engine`` is what a server_framework server reported (``"compiled"`` or ``"pure
+    Python"``; None for the others, or if it never started), ``engine_requested`` what
+    ``--engine`` asked of it.
+    """
+    return {
+        s.name: {
+            "family": s.family, "loop": s.loop, "modes": list(s.modes), "base": s.base,
+            "engine_requested": s.engine, "engine": engines.get(s.name),
+        }
+        for s in servers
+    }  # fmt: skip
+
+
 def run(settings: Settings, progress: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Run everything ``settings`` selects and return the results (see ``report``).
 
@@ -521,8 +640,9 @@ def run(settings: Settings, progress: Callable[[dict[str, Any]], None]) -> dict[
     ``server``, ``index``, ``total`` and ``eta`` (seconds left, estimated).
     """
     notes = settings.notes
-    workloads = [WORKLOADS[name] for name in settings.workloads]
-    servers = select_servers(settings.servers, workloads, notes)
+    workloads = with_references(settings.workloads, notes)
+    servers = select_servers(settings.servers, workloads, notes, settings.engine)
+    table = {s.name: s for s in servers}
     notes.extend(tool_notes())
     cells = plan(servers, workloads)
     started_at = time.time()
@@ -537,11 +657,11 @@ def run(settings: Settings, progress: Callable[[dict[str, Any]], None]) -> dict[
         runner = Runner(settings, children)
         long_lived = sorted(
             {(s.name, w.mode) for w, s in cells if w.kind != "idle"},
-            key=lambda item: list(SERVERS).index(item[0]),
+            key=lambda item: list(table).index(item[0]),
         )
         running = {
             (srv.spec.name, srv.mode): srv
-            for srv in runner.start_servers([(SERVERS[n], m) for n, m in long_lived])
+            for srv in runner.start_servers([(table[n], m) for n, m in long_lived])
         }
         total = len(cells) * settings.rounds
         index = 0
@@ -575,6 +695,8 @@ def run(settings: Settings, progress: Callable[[dict[str, Any]], None]) -> dict[
                 index += 1
         progress({"index": total, "total": total, "eta": 0.0, "done": True})
         server_pids = list(runner.server_pids)
+        engines = dict(runner.engines)
+    notes.extend(engine_notes(settings.engine, servers, engines))
     return {
         "suite": "server_framework benchmarks",
         "format": 1,
@@ -584,9 +706,7 @@ def run(settings: Settings, progress: Callable[[dict[str, Any]], None]) -> dict[
         "settings": {k: v for k, v in asdict(settings).items() if k != "notes"},
         "notes": notes,
         "baselines": dict(BASELINES),
-        "servers": {
-            s.name: {"family": s.family, "loop": s.loop, "modes": list(s.modes)} for s in servers
-        },
+        "servers": server_info(servers, engines),
         "workloads": {
             w.name: {**asdict(w), "unit": w.unit, "transport": w.transport} for w in workloads
         },

@@ -14,13 +14,17 @@ class Workload:
         name: Its name in tables and on the command line.
         kind: ``tcp`` (throughput), ``udp`` (throughput), ``churn`` (connections/s) or ``idle``
             (memory per idle connection).
-        mode: The ``--workload`` its servers run: ``line``, ``prefix`` or ``udp``.
+        mode: The ``--workload`` its servers run: ``line``, ``prefix``, ``udp`` or ``json``
+            (server_framework only).
         generator: ``redis-benchmark``, ``dnsperf`` or ``suite`` (the C generators fall back to
             the suite's own when they are not installed).
-        framing: What the suite's generator sends: ``line``, ``prefix``, ``ping`` or ``udp``.
+        framing: What the suite's generator sends: ``line``, ``prefix``, ``ping``, ``udp`` or
+            ``json`` (:func:`benchmarks.messages.json_message` lines).
         size: Message payload size in bytes (framing excluded).
         depth: Requests in flight per connection (16: pipelined).
         description: One line for the tables.
+        reference: Another workload whose figures, *for the same server* in the same round,
+            divide this one's (instead of the baseline server's); the runner adds it.
     """
 
     name: str
@@ -31,6 +35,7 @@ class Workload:
     size: int
     depth: int
     description: str
+    reference: str | None = None
 
     @property
     def transport(self) -> str:
@@ -66,6 +71,16 @@ WORKLOADS: Final[dict[str, Workload]] = {
             "TCP inline PING/+PONG, pipelined, 16 in flight (redis-benchmark -P 16)",
         ),
         *(_stream(f, s, d) for f in ("line", "prefix") for d in (1, 16) for s in (64, 1024, 16384)),
+        Workload(
+            "bytes-1k", "tcp", "line", "suite", "json", 1024, 16,
+            "TCP 1 KiB JSON lines as raw bytes (BytesSerializer), echoed, pipelined, 16 in flight",
+        ),
+        Workload(
+            "json-1k", "tcp", "json", "suite", "json", 1024, 16,
+            "the same lines decoded into a msgspec Struct (JSONSerializer(type=...)) and "
+            "answered with it, pipelined, 16 in flight",
+            reference="bytes-1k",
+        ),
         Workload(
             "udp-dnsperf", "udp", "udp", "dnsperf", "udp", 29, 1,
             "UDP echo of 29 B DNS queries, 100 in flight (dnsperf)",

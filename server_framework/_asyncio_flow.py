@@ -15,13 +15,24 @@ Imported only by the asyncio/uvloop transports of ``servers`` and ``clients``.
 from __future__ import annotations
 
 import asyncio
+import enum
 from typing import Final
 
-__all__ = ["READ_HIGH_WATER", "WriteFlow"]
+__all__ = ["BATCH_FULL", "READ_HIGH_WATER", "Flush", "WriteFlow"]
 
 #: Pause reading while this many received bytes wait to be handled; resume once the backlog is
 #: consumed. asyncio's default write high-water mark, so both directions hold alike.
 READ_HIGH_WATER: Final = 64 * 1024
+
+
+class Flush(enum.Enum):
+    """What a stream connection's batch returns instead of stepping the handler when its
+    transport is over its high-water mark: wait for the transport to drain, then go on."""
+
+    BATCH_FULL = "batch full"
+
+
+BATCH_FULL: Final = Flush.BATCH_FULL
 
 
 class WriteFlow:

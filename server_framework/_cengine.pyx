@@ -17,6 +17,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.string cimport memcmp
 
+import asyncio
 import sys
 import time
 import traceback
@@ -36,6 +37,7 @@ from protocols import (
     StreamProtocol,
 )
 from protocols.exceptions import FrameTooLargeError, FramingError
+from server_framework._asyncio_flow import BATCH_FULL, READ_HIGH_WATER
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 
 
@@ -57,6 +59,8 @@ cdef extern from "Python.h":
     bint PyByteArray_CheckExact(object obj)
 
 __all__ = [
+    "AsyncIOCore",
+    "AsyncIOStreamCore",
     "DriverCore",
     "FixedSizeDecoder",
     "LengthPrefixDecoder",
@@ -69,6 +73,9 @@ cdef object logger = structlog.get_logger("server_framework.servers")
 cdef object now = time.monotonic
 cdef object _get_hooks = sys.get_asyncgen_hooks
 cdef object _set_hooks = sys.set_asyncgen_hooks
+cdef object _enter_task = asyncio.tasks._enter_task
+cdef object _leave_task = asyncio.tasks._leave_task
+cdef Py_ssize_t _READ_HIGH_WATER = READ_HIGH_WATER
 cdef tuple DISCONNECT_ERRORS = (ConnectionError, BrokenResourceError, ClosedResourceError)
 #: What a decoder's ``_take`` returns when no complete frame is buffered.
 cdef object NOTHING = object()
@@ -182,7 +189,7 @@ cdef class CompiledDecoder:
             return PyBytes_AS_STRING(buf)
         return PyByteArray_AS_STRING(buf)
 
-    def feed(self, data):
+    cpdef feed(self, data):
         """Add received bytes (see ``StreamDecoder.feed``)."""
         if self._broken is not None:
             raise FramingError(f"decoder is unusable after an earlier error: {self._broken}")
@@ -479,7 +486,7 @@ cdef class DriverCore:
             return self._cdecoder._broken is not None
         return self._decoder.broken
 
-    def _process(self):
+    cpdef _process(self):
         """Handle every complete message received so far, synchronously while nothing blocks."""
         cdef PyObject* result = NULL
         cdef int kind
@@ -643,3 +650,147 @@ cdef class DriverCore:
         """Stop handling requests; the connection task then closes the connection."""
         self._close_requested = True
         self._wake()
+
+
+# -- asyncio / uvloop ---------------------------------------------------------------------------
+
+
+cdef class AsyncIOCore(DriverCore):
+    """Twin of ``servers._asyncio.AsyncIOCore``: handling data inline, as the parked task."""
+
+    cdef public object _context
+    cdef public bint _eof
+    cdef public object _loop
+    cdef public object _task
+    cdef public object _timer
+    cdef public double _timer_at
+    cdef public object _waiter
+
+    cpdef _deliver(self):
+        """New data was queued: handle it inline if the task is parked, else it will see it."""
+        if self._waiter is None:
+            return
+        loop = self._loop
+        task = self._task
+        assert task is not None
+        assert self._context is not None
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:
+            self._wake()
+            return
+        try:
+            blocked = self._context.run(self._process_batch)
+        finally:
+            _leave_task(loop, task)
+        if blocked is BATCH_FULL:
+            self._wake()
+        elif blocked is not None:
+            self._wake(blocked)
+        elif (
+            self._lost or self._close_requested or self._stopping or self._eof or self._needs_task()
+        ):
+            self._wake()
+        elif (
+            self._timer is not None
+            or self._params is not None
+            or self._idle_timeout is not None
+            or (self._frame_timeout is not None and self._decoder.buffered)
+        ):
+            self._arm()
+
+    cpdef _process_batch(self):
+        return self._process()
+
+    cpdef bint _needs_task(self):
+        """True if the task must run before waiting again (e.g. to drain writes)."""
+        return False
+
+    cpdef _wake(self, value=None):
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(value)
+
+
+cdef class AsyncIOStreamCore(AsyncIOCore):
+    """Twin of ``servers._asyncio.AsyncIOStreamCore``: ``data_received`` and the batch."""
+
+    cdef public bint _admitted
+    cdef public object _listener
+    cdef public object _peer_override
+    cdef public object _proxy
+    cdef public object _proxy_timer
+    cdef public bint _reading_paused
+    cdef public Py_ssize_t _sent_mark
+    cdef public object _transport
+    cdef public object _write_flow
+    cdef public object _write_timeout
+    cdef public object _write_timer
+    cdef public Py_ssize_t _written
+
+    def data_received(self, data):
+        if self._proxy is not None:
+            self._proxy_received(data)
+            return
+        cdef CompiledDecoder cdecoder = self._cdecoder
+        cdef Py_ssize_t buffered
+        decoder = self._decoder
+        if cdecoder is not None:
+            if cdecoder._broken is not None:
+                return
+            cdecoder.feed(data)
+        else:
+            if decoder.broken:
+                return
+            decoder.feed(data)
+        self._received += len(data)
+        if self._idle_timeout is not None:
+            self._last_read = now()
+        if self._waiter is not None:
+            self._deliver()
+        elif not self._reading_paused:
+            buffered = cdecoder._size() - cdecoder._pos if cdecoder is not None else decoder.buffered
+            if buffered > _READ_HIGH_WATER:
+                self._reading_paused = True
+                assert self._transport is not None
+                self._transport.pause_reading()
+
+    cpdef _process_batch(self):
+        if self._write_flow.paused and not self._lost:
+            return BATCH_FULL
+        out = self._out = bytearray()
+        try:
+            return self._process()
+        finally:
+            self._out = None
+            if out and not self._lost:
+                transport = self._transport
+                assert transport is not None
+                transport.write(out)
+                self._written += len(out)
+                if self._write_timer is None and transport.get_write_buffer_size():
+                    self._watch_writes()
+
+    cpdef bint _needs_task(self):
+        return self._write_flow.paused
+
+    async def send_packet(self, packet):
+        """The handler's ``client.send_packet``."""
+        out = self._out
+        if out is not None:
+            encode_into(self._protocol, packet, out)
+            if len(out) >= self._high_water:
+                await self._batch_full()
+            return
+        transport = self._transport
+        if self._lost or self._close_requested or transport is None or transport.is_closing():
+            raise self._closed_error()
+        data = self._protocol.encode(packet)
+        transport.write(data)
+        self._written += len(data)
+        if self._write_timer is None and transport.get_write_buffer_size():
+            self._watch_writes()
+        if self._write_flow.paused:
+            await self._drain()

@@ -408,7 +408,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=("tcp", "udp", "churn", "idle"), default="tcp")
-    parser.add_argument("--framing", choices=("line", "prefix", "ping", "udp"), default="line")
+    parser.add_argument(
+        "--framing", choices=("line", "prefix", "ping", "udp", "json"), default="line"
+    )
     parser.add_argument("--size", type=int, default=64, help="message payload size in bytes")
     parser.add_argument("--depth", type=int, default=1, help="requests in flight per connection")
     parser.add_argument("--connections", type=int, default=50)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import resource
 import signal
 import sys
@@ -34,7 +35,25 @@ def parse_args(
     return args
 
 
-def ready(port: int) -> None:
-    """Tell the runner that the server accepts, and on which port."""
-    sys.stdout.write(f"READY {port}\n")
+def ready(port: int, **info: str) -> None:
+    """Tell the runner that the server accepts, and on which port: ``READY <port>``.
+
+    ``info`` (e.g. ``engine="pure Python"``) follows on the same line as one JSON object:
+    ``READY 40123 {"engine": "pure Python"}`` (see :func:`parse_ready`).
+    """
+    extra = f" {json.dumps(info)}" if info else ""
+    sys.stdout.write(f"READY {port}{extra}\n")
     sys.stdout.flush()
+
+
+def parse_ready(line: str | None) -> tuple[int, dict[str, str]] | None:
+    """The port and the extra information of a ``READY`` line, or None if it is not one."""
+    if line is None or not line.startswith("READY "):
+        return None
+    parts = line.split(maxsplit=2)
+    try:
+        port = int(parts[1])
+        info = json.loads(parts[2]) if len(parts) > 2 else {}
+    except ValueError:
+        return None
+    return port, info if isinstance(info, dict) else {}

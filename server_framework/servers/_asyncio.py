@@ -26,11 +26,12 @@ import errno
 import socket
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from handlers.base import StreamClient
 from protocols import ProxyHeaderParser, ProxyProtocolError
-from server_framework._asyncio_flow import READ_HIGH_WATER, WriteFlow
+from server_framework import engine
+from server_framework._asyncio_flow import BATCH_FULL, READ_HIGH_WATER, WriteFlow
 from server_framework.backend import AsyncBackend, Event
 from server_framework.sockets import Address, SocketProxy, normalize_address
 
@@ -38,9 +39,9 @@ from ._base import Listener, OptionsT
 from ._driver import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY,
-    BATCH_FULL,
     RESOURCE_ERRNOS,
     ConnectionDriver,
+    DriverCore,
     RateLimitedLog,
     bind_log_context,
     logger,
@@ -67,16 +68,11 @@ async def drain_tasks(tasks: set[asyncio.Task[None]], grace: float, what: str) -
         await asyncio.wait(pending)
 
 
-class AsyncIODriver(ConnectionDriver):
-    """Task, waiter and deadline timer of one connection or datagram peer on an asyncio loop.
+class AsyncIOCore(DriverCore):
+    """The per-read part of :class:`AsyncIODriver`: its state, and handling data inline.
 
-    Subclasses call `_init_driver`, define ``_on_start`` and ``_cleanup``, and may override
-    ``_process_batch``, ``_before_wait`` and ``_needs_task``.
-
-    Deadlines (idle, frame, request; see ``ConnectionDriver._deadline``) share one timer per
-    connection, armed when the connection parks and re-armed only when it fires early or a
-    nearer deadline appears: a request costs no timer operation unless the handler asks for
-    a ``RecvParams`` timeout.
+    The reference of the compiled engine's ``AsyncIOCore`` (``server_framework/_cengine.pyx``),
+    which replaces it when the compiled engine runs; a change to one is a change to both.
     """
 
     __slots__ = (
@@ -88,6 +84,88 @@ class AsyncIODriver(ConnectionDriver):
         "_timer_at",
         "_waiter",
     )
+
+    # Set by AsyncIODriver._init_driver (which documents them).
+    _context: contextvars.Context | None
+    _eof: bool
+    _loop: asyncio.AbstractEventLoop
+    _task: asyncio.Task[None] | None
+    _timer: asyncio.TimerHandle | None
+    _timer_at: float
+    _waiter: asyncio.Future[object] | None
+
+    if TYPE_CHECKING:  # provided by AsyncIODriver
+
+        def _arm(self) -> None: ...
+
+    def _deliver(self) -> None:
+        """New data was queued: handle it inline if the task is parked, else it will see it."""
+        waiter = self._waiter
+        if waiter is None:
+            return
+        loop = self._loop
+        task = self._task
+        assert task is not None
+        assert self._context is not None
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:  # called from inside another task: let our task do the work
+            self._wake()
+            return
+        try:
+            blocked = self._context.run(self._process_batch)
+        finally:
+            _leave_task(loop, task)
+        if blocked is BATCH_FULL:
+            self._wake()
+        elif blocked is not None:
+            self._wake(blocked)
+        elif (
+            self._lost or self._close_requested or self._stopping or self._eof or self._needs_task()
+        ):
+            self._wake()
+        elif (  # self._timer is not None or self._may_expire(), inlined: runs for every read
+            self._timer is not None
+            or self._params is not None
+            or self._idle_timeout is not None
+            or (self._frame_timeout is not None and self._decoder.buffered)
+        ):
+            self._arm()
+
+    def _process_batch(self) -> Any:
+        return self._process()
+
+    def _needs_task(self) -> bool:
+        """True if the task must run before waiting again (e.g. to drain writes)."""
+        return False
+
+    def _wake(self, value: object = None) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(value)
+
+
+if TYPE_CHECKING:
+    _AsyncIOCore = AsyncIOCore
+else:
+    _AsyncIOCore = AsyncIOCore if engine.compiled is None else engine.compiled.AsyncIOCore
+
+
+class AsyncIODriver(_AsyncIOCore, ConnectionDriver):
+    """Task, waiter and deadline timer of one connection or datagram peer on an asyncio loop.
+
+    Subclasses call `_init_driver`, define ``_on_start`` and ``_cleanup``, and may override
+    ``_before_wait``; their per-read core may override ``_process_batch`` and ``_needs_task``.
+
+    Deadlines (idle, frame, request; see ``ConnectionDriver._deadline``) share one timer per
+    connection, armed when the connection parks and re-armed only when it fires early or a
+    nearer deadline appears: a request costs no timer operation unless the handler asks for
+    a ``RecvParams`` timeout.
+    """
+
+    __slots__ = ()
 
     def _init_driver(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -118,9 +196,6 @@ class AsyncIODriver(ConnectionDriver):
 
     async def _drained(self) -> None:
         """After a full batch: wait until the transport can take more (or is gone)."""
-
-    def _process_batch(self) -> Any:
-        return self._process()
 
     # -- the task ------------------------------------------------------------------------
 
@@ -156,42 +231,6 @@ class AsyncIODriver(ConnectionDriver):
         finally:
             self._disarm()
             await self._cleanup()
-
-    def _deliver(self) -> None:
-        """New data was queued: handle it inline if the task is parked, else it will see it."""
-        waiter = self._waiter
-        if waiter is None:
-            return
-        loop = self._loop
-        task = self._task
-        assert task is not None
-        assert self._context is not None
-        try:
-            _enter_task(loop, task)
-        except RuntimeError:  # called from inside another task: let our task do the work
-            self._wake()
-            return
-        try:
-            blocked = self._context.run(self._process_batch)
-        finally:
-            _leave_task(loop, task)
-        if blocked is BATCH_FULL:
-            self._wake()
-        elif blocked is not None:
-            self._wake(blocked)
-        elif self._should_stop() or self._eof or self._needs_task():
-            self._wake()
-        elif (  # self._timer is not None or self._may_expire(), inlined: runs for every read
-            self._timer is not None
-            or self._params is not None
-            or self._idle_timeout is not None
-            or (self._frame_timeout is not None and self._decoder.buffered)
-        ):
-            self._arm()
-
-    def _needs_task(self) -> bool:
-        """True if the task must run before waiting again (e.g. to drain writes)."""
-        return False
 
     async def _wait_data(self) -> Any:
         """Wait for data to be handled (``None``, or a blocked step handed over), or a deadline.
@@ -242,16 +281,10 @@ class AsyncIODriver(ConnectionDriver):
             self._timer_at = when
             self._timer = self._loop.call_later(when - now(), self._on_timer)
 
-    def _wake(self, value: object = None) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(value)
 
-
-class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol):
-    """One connection on asyncio/uvloop: the asyncio Protocol and the handler's client at once."""
+class AsyncIOStreamCore(AsyncIOCore):
+    """The per-read part of :class:`AsyncIOStreamConnection`: its state, ``data_received``
+    and the batch of replies. The reference of the compiled engine's ``AsyncIOStreamCore``."""
 
     __slots__ = (
         "_admitted",
@@ -267,6 +300,99 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         "_write_timer",
         "_written",
     )
+
+    # Set by AsyncIOStreamConnection.__init__ (which documents them).
+    _admitted: bool
+    _listener: AsyncIOStreamListener
+    _peer_override: Address | None
+    _proxy: ProxyHeaderParser | None
+    _proxy_timer: asyncio.TimerHandle | None
+    _reading_paused: bool
+    _sent_mark: int
+    _transport: asyncio.Transport | None
+    _write_flow: WriteFlow
+    _write_timeout: float | None
+    _write_timer: asyncio.TimerHandle | None
+    _written: int
+
+    if TYPE_CHECKING:  # provided by AsyncIOStreamConnection
+
+        def _proxy_received(self, data: bytes) -> None: ...
+        def _watch_writes(self) -> None: ...
+        async def _drain(self) -> None: ...
+        def _closed_error(self) -> Exception: ...
+
+    def data_received(self, data: bytes) -> None:
+        if self._proxy is not None:
+            self._proxy_received(data)
+            return
+        decoder = self._decoder
+        if decoder.broken:
+            return
+        decoder.feed(data)
+        self._received += len(data)  # self._fed(len(data)), inlined: it runs for every read
+        if self._idle_timeout is not None:
+            self._last_read = now()
+        if self._waiter is not None:
+            self._deliver()
+        elif decoder.buffered > READ_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+
+    def _process_batch(self) -> Any:
+        if self._write_flow.paused and not self._lost:
+            return BATCH_FULL  # nothing more until the transport drains
+        out = self._out = bytearray()
+        try:
+            return self._process()
+        finally:
+            self._out = None
+            if out and not self._lost:
+                transport = self._transport
+                assert transport is not None
+                transport.write(out)
+                self._written += len(out)
+                if self._write_timer is None and transport.get_write_buffer_size():
+                    self._watch_writes()
+
+    def _needs_task(self) -> bool:
+        return self._write_flow.paused
+
+    # The handler's client.send_packet (StreamClient).
+    async def send_packet(self, packet: Any) -> None:
+        out = self._out
+        if out is not None:
+            self._protocol.encode_into(packet, out)
+            if len(out) >= self._high_water:
+                await self._batch_full()
+            return
+        transport = self._transport
+        if self._lost or self._close_requested or transport is None or transport.is_closing():
+            raise self._closed_error()
+        data = self._protocol.encode(packet)
+        transport.write(data)
+        self._written += len(data)
+        if self._write_timer is None and transport.get_write_buffer_size():
+            self._watch_writes()
+        if self._write_flow.paused:
+            await self._drain()
+
+
+if TYPE_CHECKING:
+    _AsyncIOStreamCore = AsyncIOStreamCore
+else:
+    _AsyncIOStreamCore = (
+        AsyncIOStreamCore if engine.compiled is None else engine.compiled.AsyncIOStreamCore
+    )
+
+
+class AsyncIOStreamConnection(
+    _AsyncIOStreamCore, AsyncIODriver, StreamClient[Any], asyncio.Protocol
+):
+    """One connection on asyncio/uvloop: the asyncio Protocol and the handler's client at once."""
+
+    __slots__ = ()
 
     def __init__(self, listener: AsyncIOStreamListener) -> None:
         options = listener.options
@@ -345,24 +471,6 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         if self._transport is not None:
             self._transport.close()
 
-    def data_received(self, data: bytes) -> None:
-        if self._proxy is not None:
-            self._proxy_received(data)
-            return
-        decoder = self._decoder
-        if decoder.broken:
-            return
-        decoder.feed(data)
-        self._received += len(data)  # self._fed(len(data)), inlined: it runs for every read
-        if self._idle_timeout is not None:
-            self._last_read = now()
-        if self._waiter is not None:
-            self._deliver()
-        elif decoder.buffered > READ_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            assert self._transport is not None
-            self._transport.pause_reading()
-
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
@@ -389,24 +497,6 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         self._write_flow.resume()
 
     # -- StreamClient -------------------------------------------------------------------
-
-    async def send_packet(self, packet: Any) -> None:
-        out = self._out
-        if out is not None:
-            self._protocol.encode_into(packet, out)
-            if len(out) >= self._high_water:
-                await self._batch_full()
-            return
-        transport = self._transport
-        if self._lost or self._close_requested or transport is None or transport.is_closing():
-            raise self._closed_error()
-        data = self._protocol.encode(packet)
-        transport.write(data)
-        self._written += len(data)
-        if self._write_timer is None and transport.get_write_buffer_size():
-            self._watch_writes()
-        if self._write_flow.paused:
-            await self._drain()
 
     async def _batch_full(self) -> None:
         # A handler sent a lot in one step: block, so that the batch is written now, then
@@ -454,25 +544,6 @@ class AsyncIOStreamConnection(AsyncIODriver, StreamClient[Any], asyncio.Protocol
         bind_log_context(conn_id=self.id, peer=self._peer_for_log())
         logger.debug("connection accepted")
         await self._handler.on_connection(self)
-
-    def _process_batch(self) -> Any:
-        if self._write_flow.paused and not self._lost:
-            return BATCH_FULL  # nothing more until the transport drains
-        out = self._out = bytearray()
-        try:
-            return self._process()
-        finally:
-            self._out = None
-            if out and not self._lost:
-                transport = self._transport
-                assert transport is not None
-                transport.write(out)
-                self._written += len(out)
-                if self._write_timer is None and transport.get_write_buffer_size():
-                    self._watch_writes()
-
-    def _needs_task(self) -> bool:
-        return self._write_flow.paused
 
     async def _drained(self) -> None:
         # Quietly: a peer that resets meanwhile ends the connection, not with an error.

@@ -22,7 +22,6 @@ Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end")
 
 from __future__ import annotations
 
-import enum
 import errno
 import itertools
 import sys
@@ -45,7 +44,6 @@ from server_framework.sockets import Address
 __all__ = [
     "ACCEPT_BATCH",
     "ACCEPT_RETRY_DELAY",
-    "BATCH_FULL",
     "FRAME_TIMEOUT",
     "IDLE_TIMEOUT",
     "READ_BATCH",
@@ -54,7 +52,6 @@ __all__ = [
     "Blocked",
     "ConnectionDriver",
     "DatagramInbox",
-    "Flush",
     "RateLimitedLog",
     "bind_log_context",
     "next_conn_id",
@@ -75,14 +72,6 @@ IDLE_TIMEOUT: Final = object()
 FRAME_TIMEOUT: Final = object()
 
 
-class Flush(enum.Enum):
-    """What a transport's batch returns instead of stepping the handler when its transport
-    is over its high-water mark: wait for the transport to drain, then go on."""
-
-    BATCH_FULL = "batch full"
-
-
-BATCH_FULL: Final = Flush.BATCH_FULL
 #: The clock of every deadline: monotonic seconds (asyncio's loop uses it too; trio's clock is
 #: its own, so the trio side converts deadlines to durations).
 now: Final = time.monotonic

@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks.servers import PURE_ENV, server_table
+from benchmarks.servers import SERVERS as SERVER_SPECS
+
 REPO = Path(__file__).resolve().parents[2]
 
 HAVE_EASYNETWORK = importlib.util.find_spec("easynetwork") is not None
@@ -182,8 +185,100 @@ def test_help_lists_the_options() -> None:
     proc = run_benchmarks("--help", timeout=60)
     assert proc.returncode == 0
     for option in ("--quick", "--rounds", "--duration", "--servers", "--workloads", "--compare",
-                   "--client-processes"):  # fmt: skip
+                   "--client-processes", "--engine", "--instructions", "--requests"):  # fmt: skip
         assert option in proc.stdout
+
+
+def test_list_shows_the_new_servers_and_workloads() -> None:
+    proc = run_benchmarks("--list", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    names = {tuple(line.split()[:2]) for line in proc.stdout.splitlines()}
+    for loop in ("uvloop", "asyncio", "trio"):
+        assert ("server", f"sf-user-{loop}") in names
+    assert ("workload", "json-1k") in names
+    assert ("workload", "bytes-1k") in names
+    for workload in ("ping", "ping-p16", "ping-churn", "udp-64"):
+        assert ("instructions", workload) in names
+    assert "[pure]" not in proc.stdout
+    both = run_benchmarks("--list", "--engine", "both", timeout=60)
+    assert both.returncode == 0, both.stderr
+    assert "sf-user-trio[pure]" in both.stdout
+    assert "uvloop-protocol[pure]" not in both.stdout
+
+
+def test_engine_both_names_the_pure_twins() -> None:
+    both = server_table("both")
+    ours = [name for name, spec in SERVER_SPECS.items() if spec.family == "server_framework"]
+    assert len(ours) == 9
+    for name in ours:
+        assert both[name].env() == {PURE_ENV: None}  # compiled: the variable is removed
+        twin = both[f"{name}[pure]"]
+        assert twin.env() == {PURE_ENV: "1"}
+        assert twin.base == name
+        assert twin.command() == both[name].command()
+        assert list(both).index(f"{name}[pure]") == list(both).index(name) + 1
+    assert server_table("pure")["sf-rr-uvloop"].env() == {PURE_ENV: "1"}
+    assert "sf-rr-uvloop[pure]" not in server_table("pure")
+    for name in ("uvloop-protocol", "uvloop-datagram", "trio-sockets"):
+        assert both[name].env() == {}  # baselines are left alone
+        assert f"{name}[pure]" not in both
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Both engines, the user's handler and typed JSON: one short round."""
+    out = tmp_path_factory.mktemp("bench-engines")
+    proc = run_benchmarks(
+        "--servers", "sf-rr-uvloop,sf-user-uvloop", "--workloads", "json-1k",
+        "--engine", "both", "--rounds", "1", "--duration", "0.2", "--warmup", "0.05",
+        "--output-dir", str(out), timeout=100,
+    )  # fmt: skip
+    jsons = sorted(out.glob("*.json"))
+    assert jsons, f"no JSON written; exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return {"proc": proc, "results": json.loads(jsons[0].read_text())}
+
+
+@pytest.mark.timeout(110)
+def test_engine_both_runs_each_server_twice(engine_run: dict[str, Any]) -> None:
+    proc, results = engine_run["proc"], engine_run["results"]
+    assert proc.returncode == 0, proc.stderr
+    assert results["checks_passed"] is True
+    assert results["settings"]["engine"] == "both"
+    servers = results["servers"]
+    assert set(servers) == {
+        "uvloop-protocol", "sf-rr-uvloop", "sf-rr-uvloop[pure]", "sf-user-uvloop",
+        "sf-user-uvloop[pure]",
+    }  # fmt: skip
+    for name in ("sf-rr-uvloop", "sf-user-uvloop"):
+        assert servers[name]["engine_requested"] == "compiled"
+        assert servers[name]["engine"] in ("compiled", "pure Python")
+        assert servers[f"{name}[pure]"]["engine_requested"] == "pure"
+        assert servers[f"{name}[pure]"]["engine"] == "pure Python"
+        assert servers[f"{name}[pure]"]["base"] == name
+    assert servers["uvloop-protocol"]["engine"] is None
+    assert "sf-rr-uvloop[pure]" in proc.stdout
+    assert any("engine: both" in note for note in results["notes"])
+
+
+def test_typed_json_is_compared_with_raw_bytes_on_the_same_server(
+    engine_run: dict[str, Any],
+) -> None:
+    results = engine_run["results"]
+    assert results["workloads"]["json-1k"]["reference"] == "bytes-1k"
+    assert any("added bytes-1k" in note for note in results["notes"])
+    summary = results["summary"]
+    assert summary["bytes-1k"]["uvloop-protocol"]["ratio"] == pytest.approx(1.0)
+    assert "uvloop-protocol" not in summary["json-1k"]  # raw servers do not speak typed JSON
+    for server, figures in summary["json-1k"].items():
+        own_bytes = summary["bytes-1k"][server]
+        assert figures["ratio"] == pytest.approx(figures["value"] / own_bytes["value"])
+        assert figures["cpu_ratio"] == pytest.approx(figures["cpu_us"] / own_bytes["cpu_us"])
+    for run in results["runs"]:
+        assert run["generator"] == "suite"
+        assert run["checked"] > 0
+    json_targets = [t for t in results["targets"] if t["workload"] == "json-1k"]
+    assert {t["server"] for t in json_targets} == {"sf-rr-uvloop", "sf-user-uvloop"}
+    assert all(t["measured"] is not None for t in json_targets)
 
 
 class _WrongLines(socketserver.StreamRequestHandler):
