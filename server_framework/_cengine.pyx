@@ -15,7 +15,8 @@ yet" returned as a sentinel instead of raised.
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
-from libc.string cimport memcmp
+from libc.string cimport memcpy
+from cpython.bytearray cimport PyByteArray_Resize
 
 import asyncio
 import sys
@@ -28,6 +29,7 @@ from handlers.base import RecvParams
 from handlers.request_response import RequestResponseHandler
 from protocols import (
     BytesSerializer,
+    DatagramProtocol,
     FixedSizeFramer,
     LengthPrefixFramer,
     LineFramer,
@@ -53,7 +55,86 @@ cdef extern from *:
     """
     bint sf_has_am_send(object obj)
 
+cdef extern from *:
+    """
+    /* The thread's async-generator "first iteration" hook, taken off and put back without
+       going through sys.get/set_asyncgen_hooks (no call, no struct sequence). The thread
+       state keeps its reference while the hook is off: nothing runs Python code between. */
+    static inline PyObject *sf_firstiter_off(void) {
+        PyThreadState *state = PyThreadState_Get();
+        PyObject *saved = state->async_gen_firstiter;
+        state->async_gen_firstiter = NULL;
+        return saved;
+    }
+    static inline void sf_firstiter_restore(PyObject *saved) {
+        PyThreadState *state = PyThreadState_Get();
+        PyObject *current = state->async_gen_firstiter;
+        state->async_gen_firstiter = saved;
+        Py_XDECREF(current);
+    }
+    """
+    PyObject* sf_firstiter_off()
+    void sf_firstiter_restore(PyObject* saved)
+
+cdef extern from *:
+    """
+    /* coro.send(None) without a Python-level exception: 1 (it yielded: *result), 0 (it
+       returned: *result), -1 (it raised: the error is set, StopAsyncIteration included).
+       What implements am_send goes through PyIter_Send; an async generator's asend object
+       (no am_send on Python 3.11) through its tp_iternext, which is its send(None); anything
+       else through its send method, as in the pure-Python engine. */
+    static int sf_send_none(PyObject *coro, PyObject **result, PyObject *asend_type) {
+        PyTypeObject *type = Py_TYPE(coro);
+        PyAsyncMethods *methods = type->tp_as_async;
+        PyObject *value, *kind, *error, *traceback;
+        if (methods != NULL && methods->am_send != NULL) {
+            return (int)PyIter_Send(coro, Py_None, result);
+        }
+        if ((PyObject *)type == asend_type) {
+            value = type->tp_iternext(coro);
+        } else {
+            value = PyObject_CallMethod(coro, "send", "O", Py_None);
+        }
+        if (value != NULL) {
+            *result = value;
+            return 1;
+        }
+        if (!PyErr_Occurred()) {
+            Py_INCREF(Py_None);
+            *result = Py_None;
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+            return -1;
+        }
+        PyErr_Fetch(&kind, &error, &traceback);
+        PyErr_NormalizeException(&kind, &error, &traceback);
+        if (error == NULL) {
+            Py_XDECREF(kind);
+            Py_XDECREF(traceback);
+            Py_INCREF(Py_None);
+            *result = Py_None;
+            return 0;
+        }
+        value = ((PyStopIterationObject *)error)->value;
+        Py_INCREF(value);
+        Py_XDECREF(kind);
+        Py_DECREF(error);
+        Py_XDECREF(traceback);
+        *result = value;
+        return 0;
+    }
+    """
+    int sf_send_none(PyObject* coro, PyObject** result, PyObject* asend_type) noexcept
+
 cdef extern from "Python.h":
+    void PyErr_Fetch(PyObject** kind, PyObject** value, PyObject** tb)
+    void PyErr_NormalizeException(PyObject** kind, PyObject** value, PyObject** tb)
+    void PyErr_Clear()
+    bint PyErr_ExceptionMatches(object kind)
+    int PyException_SetTraceback(object error, object tb) except -1
+    int PyContext_Enter(object context) except -1
+    int PyContext_Exit(object context) except -1
     int PyIter_Send(object iterator, object arg, PyObject** presult) except? -1
     bint PyBytes_CheckExact(object obj)
     bint PyByteArray_CheckExact(object obj)
@@ -61,18 +142,18 @@ cdef extern from "Python.h":
 __all__ = [
     "AsyncIOCore",
     "AsyncIOStreamCore",
+    "DatagramInbox",
     "DriverCore",
     "FixedSizeDecoder",
     "LengthPrefixDecoder",
     "LineDecoder",
     "encode_into",
     "make_decoder",
+    "make_inbox",
 ]
 
 cdef object logger = structlog.get_logger("server_framework.servers")
 cdef object now = time.monotonic
-cdef object _get_hooks = sys.get_asyncgen_hooks
-cdef object _set_hooks = sys.set_asyncgen_hooks
 cdef object _enter_task = asyncio.tasks._enter_task
 cdef object _leave_task = asyncio.tasks._leave_task
 cdef Py_ssize_t _READ_HIGH_WATER = READ_HIGH_WATER
@@ -85,30 +166,53 @@ cdef object _STEP = 0
 cdef object _RESPOND = 1
 cdef object _SEND = 2
 
-# PyIter_Send's results.
+# What a step of a coroutine did (_send_none).
 cdef enum:
+    GEN_ERROR = -1
     GEN_RETURN = 0
     GEN_NEXT = 1
 
 
-cdef inline int _send_none(object coro, PyObject** result) except? -1:
-    """``coro.send(None)``: GEN_NEXT with what it yielded, GEN_RETURN with what it returned.
+_namespace = {}
+exec("async def agen():\n    yield\n", _namespace)
+#: The type of an async generator's ``asend()`` objects (not importable from anywhere).
+cdef object _ASEND_TYPE = type(_namespace["agen"]().asend(None))
+del _namespace
 
-    What implements ``am_send`` (coroutines, generators, async generators' ``asend``) goes
-    through ``PyIter_Send``; anything else through its ``send`` method, as in pure Python.
-    """
-    if sf_has_am_send(coro):
-        return PyIter_Send(coro, None, result)
-    try:
-        value = coro.send(None)
-    except StopIteration as stop:
-        value = stop.value
-        Py_INCREF(value)
-        result[0] = <PyObject*>value
-        return GEN_RETURN
-    Py_INCREF(value)
-    result[0] = <PyObject*>value
-    return GEN_NEXT
+
+cdef inline int _send_none(object coro, PyObject** result) noexcept:
+    """``coro.send(None)``: GEN_NEXT or GEN_RETURN with ``result`` set, or GEN_ERROR with the
+    error set (``_stopped()`` or ``_fetch_error()`` takes it). No exception object is made for
+    a step that yields or returns, and no traceback entry for an error (Cython's ``except``
+    clause would add one per step)."""
+    return sf_send_none(<PyObject*>coro, result, <PyObject*>_ASEND_TYPE)
+
+
+cdef inline bint _stopped() noexcept:
+    """After GEN_ERROR: True (and the error cleared) if it is StopAsyncIteration."""
+    if PyErr_ExceptionMatches(StopAsyncIteration):
+        PyErr_Clear()
+        return True
+    return False
+
+
+cdef object _fetch_error():
+    """The error ``_send_none`` left set, as an Exception; any other BaseException (e.g.
+    KeyboardInterrupt) propagates, as it does from the pure-Python engine's ``except``."""
+    cdef PyObject* kind = NULL
+    cdef PyObject* value = NULL
+    cdef PyObject* tb = NULL
+    PyErr_Fetch(&kind, &value, &tb)
+    PyErr_NormalizeException(&kind, &value, &tb)
+    error = <object>value
+    if tb != NULL:
+        PyException_SetTraceback(error, <object>tb)
+    Py_XDECREF(kind)
+    Py_XDECREF(value)
+    Py_XDECREF(tb)
+    if not isinstance(error, Exception):
+        raise error
+    return error
 
 
 cdef inline object _take_result(PyObject* result):
@@ -138,18 +242,27 @@ def _fast_respond(handler):
 # -- decoders ---------------------------------------------------------------------------------
 
 
-cdef class CompiledDecoder:
+cdef class Source:
+    """What a connection's driver takes its messages from: a stream decoder, or a datagram
+    peer's inbox. ``_take()`` is ``__next__`` without the exception: ``NOTHING`` when no
+    message is ready."""
+
+    cdef object _broken  # the framing error that broke it, or None
+
+    cdef object _take(self):
+        raise NotImplementedError
+
+
+cdef class CompiledDecoder(Source):
     """Twin of ``protocols.framing.StreamDecoder`` (the three stock framers' decoders).
 
-    ``_take()`` is ``__next__`` without the exception: it returns ``NOTHING`` when more data
-    is needed. ``_deserialize`` None means the frame itself is the message (BytesSerializer).
+    ``_deserialize`` None means the frame itself is the message (BytesSerializer).
     """
 
     cdef object _buf  # bytes or bytearray
     cdef Py_ssize_t _pos
     cdef Py_ssize_t _max
     cdef object _deserialize
-    cdef object _broken
 
     def __init__(self, deserialize, Py_ssize_t max_frame_size):
         self._deserialize = deserialize
@@ -247,9 +360,6 @@ cdef class CompiledDecoder:
         if self._deserialize is None:
             return frame
         return self._deserialize(frame)
-
-    cdef object _take(self):
-        raise NotImplementedError
 
 
 cdef class LineDecoder(CompiledDecoder):
@@ -349,6 +459,70 @@ cdef class FixedSizeDecoder(CompiledDecoder):
 StreamDecoder.register(CompiledDecoder)
 
 
+cdef class DatagramInbox(Source):
+    """Twin of ``servers._driver.DatagramInbox``: a bounded queue of datagrams, decoded when
+    taken (``_decode`` None: the datagram itself is the message)."""
+
+    cdef object _decode
+    cdef Py_ssize_t _limit
+    cdef list _items
+
+    def __init__(self, decode, Py_ssize_t limit):
+        self._decode = decode
+        self._limit = limit
+        self._items = []
+
+    @property
+    def broken(self):
+        return False
+
+    cpdef bint feed(self, datagram):
+        """Queue a datagram; False (and nothing queued) when the queue is full."""
+        if len(self._items) >= self._limit:
+            return False
+        self._items.append(datagram)
+        return True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        message = self._take()
+        if message is NOTHING:
+            raise StopIteration
+        return message
+
+    cdef object _take(self):
+        if not self._items:
+            return NOTHING
+        datagram = self._items.pop(0)
+        if self._decode is None:
+            return datagram
+        return self._decode(datagram)
+
+    @property
+    def buffered(self):
+        """How many datagrams wait to be handled."""
+        return len(self._items)
+
+    def take_all(self):
+        """Remove and return the waiting datagrams, undecoded."""
+        items = self._items
+        self._items = []
+        return items
+
+
+def make_inbox(protocol, limit):
+    """Twin of ``DatagramInbox(protocol.decode, limit)`` for a datagram peer."""
+    if (
+        type(protocol) is DatagramProtocol
+        and protocol.converter is None
+        and type(protocol.serializer) is BytesSerializer
+    ):
+        return DatagramInbox(None, limit)  # BytesSerializer.deserialize returns the datagram
+    return DatagramInbox(protocol.decode, limit)
+
+
 def make_decoder(protocol):
     """Twin of ``protocol.decoder()`` for a server connection: the compiled decoder of a stock
     framer (exactly ``LineFramer``, ``LengthPrefixFramer`` or ``FixedSizeFramer``), else
@@ -372,33 +546,59 @@ def make_decoder(protocol):
 # -- encoding ---------------------------------------------------------------------------------
 
 
-cpdef encode_into(protocol, obj, bytearray out):
-    """Twin of ``StreamProtocol.encode_into(obj, out)``: bytes on a ``LineFramer`` through
-    ``BytesSerializer`` are framed here; every other protocol is asked."""
-    cdef Py_ssize_t start, dlen
-    cdef const char* data
-    cdef const char* found
+cdef object _line_delimiter(protocol):
+    """The delimiter when ``protocol`` is bytes on a ``LineFramer`` through ``BytesSerializer``
+    (exactly those classes, no converter): what ``_append_line`` frames by itself."""
     if (
         type(protocol) is StreamProtocol
         and protocol.converter is None
         and type(protocol.serializer) is BytesSerializer
         and type(protocol.framer) is LineFramer
-        and (PyBytes_CheckExact(obj) or PyByteArray_CheckExact(obj))
     ):
-        delimiter = protocol.framer.delimiter
-        start = PyByteArray_GET_SIZE(out)
-        out += obj
-        out += delimiter
-        dlen = PyBytes_GET_SIZE(delimiter)
-        data = PyByteArray_AS_STRING(out)
-        found = <const char*>memmem(
-            data + start, <size_t>(PyByteArray_GET_SIZE(out) - start),
-            PyBytes_AS_STRING(delimiter), <size_t>dlen,
-        )
-        if found - data != PyByteArray_GET_SIZE(out) - dlen:
-            excerpt = bytes(out[start : start + 64])
-            del out[start:]
-            raise SerializeError(f"payload contains the delimiter {delimiter!r}: {excerpt!r}")
+        return protocol.framer.delimiter
+    return None
+
+
+cdef int _append_line(bytearray out, object payload, bytes delimiter) except -1:
+    """``BytesSerializer`` + ``LineFramer`` ``encode_into``, for a ``bytes`` or ``bytearray``
+    payload that is not ``out`` itself: the payload and the delimiter copied in, and the
+    payload refused (``out`` as it was) if it contains the delimiter."""
+    cdef Py_ssize_t start = PyByteArray_GET_SIZE(out)
+    cdef Py_ssize_t dlen = PyBytes_GET_SIZE(delimiter)
+    cdef Py_ssize_t size
+    cdef const char* source
+    cdef char* data
+    cdef const char* found
+    if PyBytes_CheckExact(payload):
+        size = PyBytes_GET_SIZE(payload)
+        source = PyBytes_AS_STRING(payload)
+    else:
+        size = PyByteArray_GET_SIZE(payload)
+        source = PyByteArray_AS_STRING(payload)
+    PyByteArray_Resize(out, start + size + dlen)
+    data = PyByteArray_AS_STRING(out)
+    memcpy(data + start, source, <size_t>size)
+    memcpy(data + start + size, PyBytes_AS_STRING(delimiter), <size_t>dlen)
+    found = <const char*>memmem(
+        data + start, <size_t>(size + dlen), PyBytes_AS_STRING(delimiter), <size_t>dlen
+    )
+    if found - data != start + size:
+        excerpt = bytes(out[start : start + 64])
+        del out[start:]
+        raise SerializeError(f"payload contains the delimiter {delimiter!r}: {excerpt!r}")
+    return 0
+
+
+cdef inline bint _is_line_payload(object obj, bytearray out):
+    return (PyBytes_CheckExact(obj) or PyByteArray_CheckExact(obj)) and obj is not out
+
+
+cpdef encode_into(protocol, obj, bytearray out):
+    """Twin of ``StreamProtocol.encode_into(obj, out)``: bytes on a ``LineFramer`` through
+    ``BytesSerializer`` are framed here; every other protocol is asked."""
+    delimiter = _line_delimiter(protocol)
+    if delimiter is not None and _is_line_payload(obj, out):
+        _append_line(out, obj, delimiter)
         return
     protocol.encode_into(obj, out)
 
@@ -420,7 +620,8 @@ cdef class DriverCore:
     cdef public object _frame_timeout
     cdef public Py_ssize_t _high_water
     cdef public object _decoder
-    cdef CompiledDecoder _cdecoder
+    cdef Source _source  # _decoder when it is compiled, else None
+    cdef object _line_delim  # see _line_delimiter: replies framed by _append_line
     cdef public Py_ssize_t _received
     cdef public double _last_read
     cdef public Py_ssize_t _frame_mark
@@ -455,7 +656,8 @@ cdef class DriverCore:
         self._frame_timeout = frame_timeout
         self._high_water = high_water
         self._decoder = decoder
-        self._cdecoder = decoder if isinstance(decoder, CompiledDecoder) else None
+        self._source = decoder if isinstance(decoder, Source) else None
+        self._line_delim = _line_delimiter(protocol)
         self._received = 0
         self._last_read = now()
         self._frame_mark = -1
@@ -472,18 +674,25 @@ cdef class DriverCore:
         self.id = conn_id
         self.state = {}
 
+    cdef int _encode_into(self, object obj, bytearray out) except -1:
+        """``self._protocol.encode_into(obj, out)``."""
+        if self._line_delim is not None and _is_line_payload(obj, out):
+            return _append_line(out, obj, self._line_delim)
+        self._protocol.encode_into(obj, out)
+        return 0
+
     cdef inline object _next_request(self):
         """``next(decoder)``, with NOTHING instead of StopIteration."""
-        if self._cdecoder is not None:
-            return self._cdecoder._take()
+        if self._source is not None:
+            return self._source._take()
         try:
             return next(self._decoder)
         except StopIteration:
             return NOTHING
 
     cdef inline bint _decoder_broken(self):
-        if self._cdecoder is not None:
-            return self._cdecoder._broken is not None
+        if self._source is not None:
+            return self._source._broken is not None
         return self._decoder.broken
 
     cpdef _process(self):
@@ -500,12 +709,13 @@ cdef class DriverCore:
                     return None
                 agen = self._agen = self._handler.handle(self)
                 self._fresh = True
-                hooks = _get_hooks()
-                _set_hooks(None, hooks.finalizer)
+                # The pure engine's sys.set_asyncgen_hooks(None, finalizer) around asend():
+                # the loop's "first iteration" hook off, the finalizer hook kept.
+                saved = sf_firstiter_off()
                 try:
                     coro = agen.asend(None)
                 finally:
-                    _set_hooks(*hooks)
+                    sf_firstiter_restore(saved)
             else:
                 try:
                     request = self._next_request()
@@ -516,12 +726,12 @@ cdef class DriverCore:
                     if request is NOTHING:
                         return None
                     coro = agen.asend(request)
-            try:
-                kind = _send_none(coro, &result)
-            except StopAsyncIteration:
-                self._on_return()
-            except Exception as exc:
-                self._on_error(exc)
+            kind = _send_none(coro, &result)
+            if kind == GEN_ERROR:
+                if _stopped():
+                    self._on_return()
+                else:
+                    self._on_error(_fetch_error())
             else:
                 value = _take_result(result)
                 if kind == GEN_NEXT:
@@ -551,17 +761,20 @@ cdef class DriverCore:
                     coro = respond(request, self)
                 else:
                     coro = self._handler.on_bad_message(error, self)
-                kind = _send_none(coro, &result)
-            except Exception as exc:
+            except Exception as exc:  # raised by respond() itself (e.g. one that is not async)
                 self._on_error(exc)
             else:
-                value = _take_result(result)
-                if kind == GEN_NEXT:
-                    return (coro, value, _RESPOND)
-                if value is not None:
-                    blocked = self._send_response(None, value)
-                    if blocked is not None:
-                        return blocked
+                kind = _send_none(coro, &result)
+                if kind == GEN_ERROR:
+                    self._on_error(_fetch_error())
+                else:
+                    value = _take_result(result)
+                    if kind == GEN_NEXT:
+                        return (coro, value, _RESPOND)
+                    if value is not None:
+                        blocked = self._send_response(None, value)
+                        if blocked is not None:
+                            return blocked
             if self._decoder_broken():
                 self._on_framing_error()
         return None
@@ -574,15 +787,18 @@ cdef class DriverCore:
         out = self._out
         try:
             if out is not None:
-                encode_into(self._protocol, response, out)
+                self._encode_into(response, out)
                 if len(out) < self._high_water:
                     return None
                 coro = self._batch_full()
             else:
                 coro = (self.send_packet if send is None else send)(response)
-            kind = _send_none(coro, &result)
         except Exception as exc:
             self._on_error(exc)
+            return None
+        kind = _send_none(coro, &result)
+        if kind == GEN_ERROR:
+            self._on_error(_fetch_error())
             return None
         value = _take_result(result)
         if kind == GEN_RETURN:
@@ -592,13 +808,12 @@ cdef class DriverCore:
     def _step(self, coro):
         """Run one step of the handler's generator until it yields, returns, fails or blocks."""
         cdef PyObject* result = NULL
-        cdef int kind
-        try:
-            kind = _send_none(coro, &result)
-        except StopAsyncIteration:
-            self._on_return()
-        except Exception as exc:
-            self._on_error(exc)
+        cdef int kind = _send_none(coro, &result)
+        if kind == GEN_ERROR:
+            if _stopped():
+                self._on_return()
+            else:
+                self._on_error(_fetch_error())
         else:
             value = _take_result(result)
             if kind == GEN_NEXT:
@@ -680,7 +895,13 @@ cdef class AsyncIOCore(DriverCore):
             self._wake()
             return
         try:
-            blocked = self._context.run(self._process_batch)
+            # self._context.run(self._process_batch), without the bound method and the call.
+            context = self._context
+            PyContext_Enter(context)
+            try:
+                blocked = self._process_batch()
+            finally:
+                PyContext_Exit(context)
         finally:
             _leave_task(loop, task)
         if blocked is BATCH_FULL:
@@ -734,7 +955,9 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
         if self._proxy is not None:
             self._proxy_received(data)
             return
-        cdef CompiledDecoder cdecoder = self._cdecoder
+        cdef CompiledDecoder cdecoder = (
+            <CompiledDecoder>self._source if isinstance(self._source, CompiledDecoder) else None
+        )
         cdef Py_ssize_t buffered
         decoder = self._decoder
         if cdecoder is not None:
@@ -780,7 +1003,7 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
         """The handler's ``client.send_packet``."""
         out = self._out
         if out is not None:
-            encode_into(self._protocol, packet, out)
+            self._encode_into(packet, out)
             if len(out) >= self._high_water:
                 await self._batch_full()
             return

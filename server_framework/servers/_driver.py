@@ -116,6 +116,14 @@ def _protocol_decoder(protocol: Any) -> Any:
 make_decoder: Final = _protocol_decoder if engine.compiled is None else engine.compiled.make_decoder
 
 
+def _protocol_inbox(protocol: Any, limit: int) -> Any:
+    return DatagramInbox(protocol.decode, limit)
+
+
+#: A datagram peer's inbox: the compiled engine's twin of :class:`DatagramInbox`, or that.
+make_inbox: Final = _protocol_inbox if engine.compiled is None else engine.compiled.make_inbox
+
+
 def _release_frames(exc: BaseException) -> None:
     """Let the decoder's and the serializer's frames in ``exc``'s tracebacks drop their locals.
 
@@ -506,7 +514,7 @@ class ConnectionDriver(_Core, ABC):
     def _init_peer(self, options: Any) -> None:
         """``__init__`` for a datagram peer's client, from its server's ``DatagramOptions``."""
         protocol = options.protocol
-        inbox = DatagramInbox(protocol.decode, options.client_queue_size)
+        inbox = make_inbox(protocol, options.client_queue_size)
         _Core.__init__(
             self,
             options.handler,

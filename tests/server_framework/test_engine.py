@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from protocols import (
     BytesSerializer,
+    DatagramProtocol,
     FixedSizeFramer,
     Framer,
     JSONSerializer,
@@ -30,6 +31,7 @@ from protocols import (
     StringSerializer,
 )
 from server_framework import engine
+from server_framework.servers._driver import DatagramInbox  # the pure twin
 
 compiled_only = pytest.mark.skipif(
     engine.compiled is None, reason=f"the compiled engine does not run: {engine.REASON}"
@@ -246,3 +248,27 @@ def test_compiled_encoder_behaves_as_the_pure_one(
                 outcomes.append(None)
         assert outcomes[0] == outcomes[1]
         assert compiled_out == pure_out
+
+
+@compiled_only
+@pytest.mark.parametrize("serializer", [BytesSerializer(), JSONSerializer()], ids=["bytes", "json"])
+@SETTINGS
+@given(steps=st.lists(st.one_of(STREAM_BYTES, st.sampled_from(["take", "take_all"])), max_size=12))
+def test_compiled_inbox_behaves_as_the_pure_one(serializer: Any, steps: list[Any]) -> None:
+    assert engine.compiled is not None
+    protocol = DatagramProtocol(serializer)
+    inboxes = [engine.compiled.make_inbox(protocol, 3), DatagramInbox(protocol.decode, 3)]
+    for step in steps:
+        outcomes = []
+        for inbox in inboxes:
+            try:
+                if step == "take":
+                    outcome: Any = next(inbox, "empty")
+                elif step == "take_all":
+                    outcome = inbox.take_all()
+                else:
+                    outcome = inbox.feed(step)
+            except Exception as exc:
+                outcome = (type(exc).__name__, str(exc))
+            outcomes.append((outcome, inbox.buffered, inbox.broken))
+        assert outcomes[0] == outcomes[1]
