@@ -22,6 +22,7 @@ import asyncio
 import sys
 import time
 import traceback
+import weakref
 
 import structlog
 
@@ -41,6 +42,7 @@ from protocols import (
 from protocols.exceptions import FrameTooLargeError, FramingError
 from server_framework._asyncio_flow import BATCH_FULL, READ_HIGH_WATER
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+from server_framework.sockets import MAX_DATAGRAM_SIZE
 
 
 cdef extern from "string.h":
@@ -141,8 +143,10 @@ cdef extern from "Python.h":
 
 __all__ = [
     "AsyncIOCore",
+    "AsyncIODatagramCore",
     "AsyncIOStreamCore",
     "DatagramInbox",
+    "DatagramRouter",
     "DriverCore",
     "FixedSizeDecoder",
     "LengthPrefixDecoder",
@@ -157,6 +161,7 @@ cdef object now = time.monotonic
 cdef object _enter_task = asyncio.tasks._enter_task
 cdef object _leave_task = asyncio.tasks._leave_task
 cdef Py_ssize_t _READ_HIGH_WATER = READ_HIGH_WATER
+cdef Py_ssize_t _MAX_DATAGRAM = MAX_DATAGRAM_SIZE
 cdef tuple DISCONNECT_ERRORS = (ConnectionError, BrokenResourceError, ClosedResourceError)
 #: What a decoder's ``_take`` returns when no complete frame is buffered.
 cdef object NOTHING = object()
@@ -231,12 +236,19 @@ def _release_frames(exc):
         current = current.__cause__ or current.__context__
 
 
+cdef object _FAST_TYPES = weakref.WeakKeyDictionary()
+
+
 def _fast_respond(handler):
-    """Twin of ``servers._driver._fast_respond``."""
-    overridden = type(handler).handle is not RequestResponseHandler.handle
-    if isinstance(handler, RequestResponseHandler) and not overridden:
-        return handler.respond
-    return None
+    """Twin of ``servers._driver._fast_respond`` (the answer cached per handler class)."""
+    kind = type(handler)
+    fast = _FAST_TYPES.get(kind)
+    if fast is None:
+        fast = _FAST_TYPES[kind] = (
+            isinstance(handler, RequestResponseHandler)
+            and kind.handle is RequestResponseHandler.handle
+        )
+    return handler.respond if fast else None
 
 
 # -- decoders ---------------------------------------------------------------------------------
@@ -523,23 +535,72 @@ def make_inbox(protocol, limit):
     return DatagramInbox(protocol.decode, limit)
 
 
+cdef enum:
+    PLAN_OWN = 0  # protocol.decoder()
+    PLAN_LINE = 1
+    PLAN_PREFIX = 2
+    PLAN_FIXED = 3
+
+
+cdef class _Plan:
+    """What a protocol's connections get (worked out once per protocol object)."""
+
+    cdef int kind
+    cdef object deserialize  # None: the frame is the message (BytesSerializer)
+    cdef Py_ssize_t max_frame_size
+    cdef object parameter  # the delimiter, the header size or the frame size
+    cdef object line_delimiter  # see _line_delimiter
+
+
+#: id(protocol) -> (protocol, its _Plan): protocols are long-lived configuration shared by
+#: a server's connections; the entry keeps its protocol, so the id cannot be reused while
+#: it is here, and the table is emptied when it reaches _PLANS_MAX entries.
+cdef dict _PLANS = {}
+cdef Py_ssize_t _PLANS_MAX = 64
+
+
+cdef _Plan _plan_for(protocol):
+    cdef _Plan plan
+    entry = _PLANS.get(id(protocol))
+    if entry is not None and (<tuple>entry)[0] is protocol:
+        return <_Plan>(<tuple>entry)[1]
+    plan = _Plan()
+    plan.kind = PLAN_OWN
+    plan.line_delimiter = _line_delimiter(protocol)
+    if type(protocol) is StreamProtocol:
+        framer = protocol.framer
+        plan.deserialize = protocol._deserialize
+        if protocol.converter is None and type(protocol.serializer) is BytesSerializer:
+            plan.deserialize = None  # BytesSerializer.deserialize returns the frame itself
+        kind = type(framer)
+        if kind is LineFramer:
+            plan.kind = PLAN_LINE
+            plan.max_frame_size = framer.max_frame_size
+            plan.parameter = framer.delimiter
+        elif kind is LengthPrefixFramer:
+            plan.kind = PLAN_PREFIX
+            plan.max_frame_size = framer.max_frame_size
+            plan.parameter = framer.header_size
+        elif kind is FixedSizeFramer:
+            plan.kind = PLAN_FIXED
+            plan.parameter = framer.size
+    if len(_PLANS) >= _PLANS_MAX:
+        _PLANS.clear()
+    _PLANS[id(protocol)] = (protocol, plan)
+    return plan
+
+
 def make_decoder(protocol):
     """Twin of ``protocol.decoder()`` for a server connection: the compiled decoder of a stock
     framer (exactly ``LineFramer``, ``LengthPrefixFramer`` or ``FixedSizeFramer``), else
     ``protocol.decoder()``."""
-    if type(protocol) is not StreamProtocol:
-        return protocol.decoder()
-    framer = protocol.framer
-    deserialize = protocol._deserialize
-    if protocol.converter is None and type(protocol.serializer) is BytesSerializer:
-        deserialize = None  # BytesSerializer.deserialize returns the frame itself
-    kind = type(framer)
-    if kind is LineFramer:
-        return LineDecoder(deserialize, framer.max_frame_size, framer.delimiter)
-    if kind is LengthPrefixFramer:
-        return LengthPrefixDecoder(deserialize, framer.max_frame_size, framer.header_size)
-    if kind is FixedSizeFramer:
-        return FixedSizeDecoder(deserialize, framer.size)
+    cdef _Plan plan = _plan_for(protocol)
+    if plan.kind == PLAN_LINE:
+        return LineDecoder(plan.deserialize, plan.max_frame_size, plan.parameter)
+    if plan.kind == PLAN_PREFIX:
+        return LengthPrefixDecoder(plan.deserialize, plan.max_frame_size, plan.parameter)
+    if plan.kind == PLAN_FIXED:
+        return FixedSizeDecoder(plan.deserialize, plan.parameter)
     return protocol.decoder()
 
 
@@ -657,7 +718,7 @@ cdef class DriverCore:
         self._high_water = high_water
         self._decoder = decoder
         self._source = decoder if isinstance(decoder, Source) else None
-        self._line_delim = _line_delimiter(protocol)
+        self._line_delim = _plan_for(protocol).line_delimiter
         self._received = 0
         self._last_read = now()
         self._frame_mark = -1
@@ -1017,3 +1078,61 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
             self._watch_writes()
         if self._write_flow.paused:
             await self._drain()
+
+
+cdef class AsyncIODatagramCore(AsyncIOCore):
+    """Twin of ``servers._asyncio_datagram.AsyncIODatagramCore``: a datagram peer's client."""
+
+    cdef public object _address
+    cdef public object _endpoint
+
+    async def send_packet(self, packet):
+        """The handler's ``client.send_packet``."""
+        data = self._protocol.encode(packet)
+        endpoint = self._endpoint
+        transport = endpoint._transport
+        if transport is not None and not endpoint.closed:
+            transport.sendto(data, self._address)
+            return
+        await endpoint.send(data, self._address)
+
+
+cdef class DatagramRouter:
+    """Twin of ``servers._asyncio_datagram.DatagramRouter``: a datagram for a peer that has a
+    client is queued in its inbox and handled inline here (``DatagramEndpoint._dispatch``,
+    ``_fed`` and the asyncio endpoint's ``_notify``, for that case); anything else (a new
+    peer, a datagram too long, an endpoint that stopped receiving) goes to ``_dispatch``."""
+
+    cdef object _endpoint
+    cdef dict _clients
+
+    def __init__(self, endpoint):
+        self._endpoint = endpoint
+        self._clients = endpoint.clients  # the endpoint's own dict, for its whole life
+
+    cpdef dispatch(self, data, address):
+        """Route one received datagram."""
+        cdef AsyncIOCore client
+        cdef DatagramInbox inbox
+        found = self._clients.get(address)
+        if (
+            found is None
+            or not isinstance(found, AsyncIOCore)
+            or len(data) > _MAX_DATAGRAM
+            or not self._endpoint._receiving
+        ):
+            self._endpoint._dispatch(data, address)
+            return
+        client = <AsyncIOCore>found
+        if not isinstance(client._source, DatagramInbox):
+            self._endpoint._dispatch(data, address)
+            return
+        inbox = <DatagramInbox>client._source
+        if not inbox.feed(data):
+            self._endpoint.options.drops(reason="client queue full")
+            return
+        client._received += len(data)
+        if client._idle_timeout is not None:
+            client._last_read = now()
+        if client._waiter is not None:
+            client._deliver()

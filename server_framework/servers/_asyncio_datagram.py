@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from server_framework import engine
 from server_framework.backend import AsyncBackend
 from server_framework.exceptions import ClosedResourceError
 
-from ._asyncio import AsyncIODriver, AsyncIOListener, drain_tasks
+from ._asyncio import AsyncIOCore, AsyncIODriver, AsyncIOListener, drain_tasks
 from ._driver import READ_BATCH, bind_log_context, logger
 from ._options import DatagramOptions
 from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
@@ -29,10 +30,56 @@ from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
 __all__ = ["AsyncIODatagramListener"]
 
 
-class AsyncIODatagramClient(DatagramPeer, AsyncIODriver):
-    """One peer address of a datagram server on asyncio/uvloop."""
+class AsyncIODatagramCore(AsyncIOCore):
+    """The per-datagram part of :class:`AsyncIODatagramClient`: its address, its endpoint,
+    and ``send_packet``. The reference of the compiled engine's ``AsyncIODatagramCore``."""
 
     __slots__ = ("_address", "_endpoint")
+
+    _address: Any
+    _endpoint: AsyncIODatagramEndpoint
+
+    async def send_packet(self, packet: Any) -> None:
+        """The handler's ``client.send_packet``: encode, then ``sendto`` at once (on uvloop's
+        transport, which buffers when the socket is full), or ``endpoint.send``."""
+        data = self._protocol.encode(packet)
+        endpoint = self._endpoint
+        transport = endpoint._transport
+        if transport is not None and not endpoint.closed:
+            transport.sendto(data, self._address)
+            return
+        await endpoint.send(data, self._address)
+
+
+class DatagramRouter:
+    """Hands each datagram an endpoint reads to its peer's client (``_peer.DatagramEndpoint.
+    _dispatch``). The reference of the compiled engine's ``DatagramRouter``, which does the
+    same for a peer that has a client, in C (a new peer still goes through ``_dispatch``)."""
+
+    __slots__ = ("_endpoint",)
+
+    def __init__(self, endpoint: AsyncIODatagramEndpoint) -> None:
+        self._endpoint = endpoint
+
+    def dispatch(self, data: bytes, address: Any) -> None:
+        """Route one received datagram."""
+        self._endpoint._dispatch(data, address)
+
+
+if TYPE_CHECKING:
+    _AsyncIODatagramCore = AsyncIODatagramCore
+    _DatagramRouter = DatagramRouter
+else:
+    _AsyncIODatagramCore = (
+        AsyncIODatagramCore if engine.compiled is None else engine.compiled.AsyncIODatagramCore
+    )
+    _DatagramRouter = DatagramRouter if engine.compiled is None else engine.compiled.DatagramRouter
+
+
+class AsyncIODatagramClient(_AsyncIODatagramCore, DatagramPeer, AsyncIODriver):
+    """One peer address of a datagram server on asyncio/uvloop."""
+
+    __slots__ = ()
 
     def __init__(self, endpoint: AsyncIODatagramEndpoint, address: Any) -> None:
         self._init_peer(endpoint.options)
@@ -61,13 +108,14 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
         self._reading = False
         self._receiving = True
         self._transport: asyncio.DatagramTransport | None = None
+        self._router = _DatagramRouter(self)
 
     async def start(self) -> None:
         if self.backend.name == "uvloop" and self.sock.family != getattr(socket, "AF_UNIX", None):
             # uvloop's UDP transport reads in batches, in C (a UDP payload fits in
             # MAX_DATAGRAM_SIZE); Unix datagrams may be longer: our reader sees them whole.
             transport, _ = await self.loop.create_datagram_endpoint(
-                lambda: _UVLoopDatagramProtocol(self), sock=self.sock
+                lambda: _UVLoopDatagramProtocol(self._router), sock=self.sock
             )
             self._transport = transport
             return
@@ -89,6 +137,7 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
 
     def _on_readable(self) -> None:
         recvfrom = self.sock.recvfrom
+        dispatch = self._router.dispatch
         for _ in range(READ_BATCH):
             try:
                 data, address = recvfrom(RECEIVE_LIMIT)
@@ -98,7 +147,7 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
                 # E.g. an ICMP error queued for the socket: it concerns one peer, not us.
                 logger.debug("recvfrom() failed", error=str(exc))
                 continue
-            self._dispatch(data, address)
+            dispatch(data, address)
 
     def _dispatch(self, data: bytes, address: Any) -> None:
         if self._receiving:
@@ -151,13 +200,10 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
 class _UVLoopDatagramProtocol(asyncio.DatagramProtocol):
     """uvloop's transport calls this for each datagram, from its own batched C read loop."""
 
-    __slots__ = ("_dispatch",)
+    __slots__ = ("datagram_received",)
 
-    def __init__(self, endpoint: AsyncIODatagramEndpoint) -> None:
-        self._dispatch = endpoint._dispatch
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._dispatch(data, addr)
+    def __init__(self, router: DatagramRouter) -> None:
+        self.datagram_received = router.dispatch  # type: ignore[method-assign,assignment]
 
     def error_received(self, exc: Exception) -> None:
         # E.g. an ICMP error for one peer: it concerns that peer, not the server.

@@ -28,6 +28,7 @@ import sys
 import time
 import traceback
 import types
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final
@@ -98,12 +99,21 @@ _SEND: Final = 2
 Blocked = tuple[Coroutine[Any, Any, Any], Any, int]
 
 
+#: Handler class -> whether its ``respond`` may be called directly (``_fast_respond``).
+_FAST_TYPES: Final[weakref.WeakKeyDictionary[type, bool]] = weakref.WeakKeyDictionary()
+
+
 def _fast_respond(handler: Any) -> Any:
-    """``handler.respond`` if the driver may call it directly instead of driving ``handle``."""
-    overridden = type(handler).handle is not RequestResponseHandler.handle
-    if isinstance(handler, RequestResponseHandler) and not overridden:
-        return handler.respond
-    return None
+    """``handler.respond`` if the driver may call it directly instead of driving ``handle``
+    (a ``RequestResponseHandler`` that keeps its ``handle``; the answer cached per class)."""
+    kind = type(handler)
+    fast = _FAST_TYPES.get(kind)
+    if fast is None:
+        fast = _FAST_TYPES[kind] = (
+            isinstance(handler, RequestResponseHandler)
+            and kind.handle is RequestResponseHandler.handle
+        )
+    return handler.respond if fast else None
 
 
 def _protocol_decoder(protocol: Any) -> Any:
