@@ -1,4 +1,5 @@
-# cython: language_level=3, auto_pickle=False
+# cython: language_level=3, auto_pickle=False, boundscheck=False, wraparound=False
+# cython: cdivision=True, embedsignature=True
 """The compiled engine: C twins of the pure-Python engine's per-message code.
 
 Every class and function here has a twin in the pure-Python engine, named in its docstring,
