@@ -34,10 +34,13 @@ __all__ = ["ENGINE", "PURE_PYTHON_VARIABLE", "REASON", "compiled", "note_fallbac
 PURE_PYTHON_VARIABLE: Final = "SERVER_FRAMEWORK_PURE_PYTHON"
 
 
+_SETTING: Final = os.environ.get(PURE_PYTHON_VARIABLE, "")  # read once, at import
+_FORCED: Final = _SETTING not in ("", "0")
+
+
 def _load() -> tuple[ModuleType | None, str]:
-    forced = os.environ.get(PURE_PYTHON_VARIABLE, "")
-    if forced not in ("", "0"):
-        return None, f"{PURE_PYTHON_VARIABLE}={forced} forces it"
+    if _FORCED:
+        return None, f"{PURE_PYTHON_VARIABLE}={_SETTING} forces it"
     try:
         module = importlib.import_module("server_framework._cengine")
     except ImportError as exc:
@@ -64,7 +67,7 @@ def note_fallback() -> None:
     Silent when the compiled engine runs, or when the pure one was asked for.
     """
     global _noted
-    if _noted or compiled is not None or os.environ.get(PURE_PYTHON_VARIABLE, "") not in ("", "0"):
+    if _noted or compiled is not None or _FORCED:
         return
     _noted = True
     structlog.get_logger("server_framework").warning(
