@@ -23,7 +23,6 @@ import asyncio
 import sys
 import time
 import traceback
-import weakref
 
 import structlog
 
@@ -237,7 +236,10 @@ def _release_frames(exc):
         current = current.__cause__ or current.__context__
 
 
-cdef object _FAST_TYPES = weakref.WeakKeyDictionary()
+#: Handler class -> its _fast_respond answer; emptied when it reaches _FAST_TYPES_MAX classes
+#: (a plain dict: a WeakKeyDictionary lookup costs a Python call and a weakref).
+cdef dict _FAST_TYPES = {}
+cdef Py_ssize_t _FAST_TYPES_MAX = 64
 
 
 def _fast_respond(handler):
@@ -245,6 +247,8 @@ def _fast_respond(handler):
     kind = type(handler)
     fast = _FAST_TYPES.get(kind)
     if fast is None:
+        if len(_FAST_TYPES) >= _FAST_TYPES_MAX:
+            _FAST_TYPES.clear()
         fast = _FAST_TYPES[kind] = (
             isinstance(handler, RequestResponseHandler)
             and kind.handle is RequestResponseHandler.handle
@@ -525,13 +529,19 @@ cdef class DatagramInbox(Source):
         return items
 
 
-def make_inbox(protocol, limit):
-    """Twin of ``DatagramInbox(protocol.decode, limit)`` for a datagram peer."""
-    if (
+cdef bint _bytes_datagrams(protocol):
+    """True if ``protocol`` is exactly ``DatagramProtocol(BytesSerializer())``, no converter:
+    its ``decode`` returns the datagram, its ``encode`` returns a ``bytes`` message itself."""
+    return (
         type(protocol) is DatagramProtocol
         and protocol.converter is None
         and type(protocol.serializer) is BytesSerializer
-    ):
+    )
+
+
+def make_inbox(protocol, limit):
+    """Twin of ``DatagramInbox(protocol.decode, limit)`` for a datagram peer."""
+    if _bytes_datagrams(protocol):
         return DatagramInbox(None, limit)  # BytesSerializer.deserialize returns the datagram
     return DatagramInbox(protocol.decode, limit)
 
@@ -791,14 +801,14 @@ cdef class DriverCore:
             kind = _send_none(coro, &result)
             if kind == GEN_ERROR:
                 if _stopped():
-                    self._on_return()
+                    self._returned()
                 else:
-                    self._on_error(_fetch_error())
+                    self._failed(_fetch_error())
             else:
                 value = _take_result(result)
                 if kind == GEN_NEXT:
                     return (coro, value, _STEP)
-                self._on_yield(value)
+                self._yielded(value)
             if self._decoder_broken():
                 self._on_framing_error()
         return None
@@ -824,17 +834,17 @@ cdef class DriverCore:
                 else:
                     coro = self._handler.on_bad_message(error, self)
             except Exception as exc:  # raised by respond() itself (e.g. one that is not async)
-                self._on_error(exc)
+                self._failed(exc)
             else:
                 kind = _send_none(coro, &result)
                 if kind == GEN_ERROR:
-                    self._on_error(_fetch_error())
+                    self._failed(_fetch_error())
                 else:
                     value = _take_result(result)
                     if kind == GEN_NEXT:
                         return (coro, value, _RESPOND)
                     if value is not None:
-                        blocked = self._send_response(None, value)
+                        blocked = self._reply(None, value)
                         if blocked is not None:
                             return blocked
             if self._decoder_broken():
@@ -844,6 +854,10 @@ cdef class DriverCore:
     def _send_response(self, send, response):
         """Send ``respond()``'s result; the blocked send if it has to wait (``send`` None:
         ``self.send_packet``)."""
+        return self._reply(send, response)
+
+    cdef object _reply(self, object send, object response):
+        """``_send_response``, called from C (no method lookup, no argument parsing)."""
         cdef PyObject* result = NULL
         cdef int kind
         out = self._out
@@ -853,19 +867,26 @@ cdef class DriverCore:
                 if len(out) < self._high_water:
                     return None
                 coro = self._batch_full()
+            elif send is None and self._send_now(response):
+                return None
             else:
                 coro = (self.send_packet if send is None else send)(response)
         except Exception as exc:
-            self._on_error(exc)
+            self._failed(exc)
             return None
         kind = _send_none(coro, &result)
         if kind == GEN_ERROR:
-            self._on_error(_fetch_error())
+            self._failed(_fetch_error())
             return None
         value = _take_result(result)
         if kind == GEN_RETURN:
             return None
         return (coro, value, _SEND)
+
+    cdef bint _send_now(self, object response) except -1:
+        """Send ``response`` without a ``send_packet`` coroutine if this connection can (True:
+        sent); the loop's classes that can override it."""
+        return False
 
     def _step(self, coro):
         """Run one step of the handler's generator until it yields, returns, fails or blocks."""
@@ -873,30 +894,38 @@ cdef class DriverCore:
         cdef int kind = _send_none(coro, &result)
         if kind == GEN_ERROR:
             if _stopped():
-                self._on_return()
+                self._returned()
             else:
-                self._on_error(_fetch_error())
+                self._failed(_fetch_error())
         else:
             value = _take_result(result)
             if kind == GEN_NEXT:
                 return (coro, value, _STEP)
-            self._on_yield(value)
+            self._yielded(value)
         return None
 
     def _on_yield(self, value):
+        self._yielded(value)
+
+    cdef int _yielded(self, object value) except -1:
+        """``_on_yield``, called from C."""
         if value is not None:
             if not isinstance(value, RecvParams):
                 self._agen = None
                 self._close_after_error(
                     TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
                 )
-                return
+                return 0
             if value.timeout is not None:
                 self._request_deadline = now() + value.timeout
         self._params = value
         self._fresh = False
 
     def _on_return(self):
+        self._returned()
+
+    cdef int _returned(self) except -1:
+        """``_on_return``, called from C."""
         fresh = self._fresh
         self._agen = None
         self._params = None
@@ -904,6 +933,10 @@ cdef class DriverCore:
             self._request_close()
 
     def _on_error(self, exc):
+        self._failed(exc)
+
+    cdef int _failed(self, object exc) except -1:
+        """``_on_error``, called from C."""
         self._agen = None
         self._params = None
         if self._lost and isinstance(exc, DISCONNECT_ERRORS):
@@ -1086,10 +1119,30 @@ cdef class AsyncIODatagramCore(AsyncIOCore):
 
     cdef public object _address
     cdef public object _endpoint
+    cdef int _bytes_only  # 0: not known yet; 1: no; 2: see _bytes_datagrams
+
+    cdef object _datagram(self, object packet):
+        """``self._protocol.encode(packet)``; a ``bytes`` message through ``BytesSerializer``
+        is its own datagram."""
+        if self._bytes_only == 0:
+            self._bytes_only = 2 if _bytes_datagrams(self._protocol) else 1
+        if self._bytes_only == 2 and PyBytes_CheckExact(packet):
+            return packet
+        return self._protocol.encode(packet)
+
+    cdef bint _send_now(self, object response) except -1:
+        """``send_packet(response)`` without its coroutine, when it would not wait: on
+        uvloop's transport (which buffers when the socket is full) of an open endpoint."""
+        endpoint = self._endpoint
+        transport = endpoint._transport
+        if transport is None or endpoint.closed:
+            return False
+        transport.sendto(self._datagram(response), self._address)
+        return True
 
     async def send_packet(self, packet):
         """The handler's ``client.send_packet``."""
-        data = self._protocol.encode(packet)
+        data = self._datagram(packet)
         endpoint = self._endpoint
         transport = endpoint._transport
         if transport is not None and not endpoint.closed:

@@ -28,7 +28,6 @@ import sys
 import time
 import traceback
 import types
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Final
@@ -99,8 +98,11 @@ _SEND: Final = 2
 Blocked = tuple[Coroutine[Any, Any, Any], Any, int]
 
 
-#: Handler class -> whether its ``respond`` may be called directly (``_fast_respond``).
-_FAST_TYPES: Final[weakref.WeakKeyDictionary[type, bool]] = weakref.WeakKeyDictionary()
+#: Handler class -> whether its ``respond`` may be called directly (``_fast_respond``); a
+#: plain dict (a WeakKeyDictionary lookup is a Python call and a weakref per connection),
+#: emptied when it holds ``_FAST_TYPES_MAX`` classes.
+_FAST_TYPES: Final[dict[type, bool]] = {}
+_FAST_TYPES_MAX: Final = 64
 
 
 def _fast_respond(handler: Any) -> Any:
@@ -109,6 +111,8 @@ def _fast_respond(handler: Any) -> Any:
     kind = type(handler)
     fast = _FAST_TYPES.get(kind)
     if fast is None:
+        if len(_FAST_TYPES) >= _FAST_TYPES_MAX:
+            _FAST_TYPES.clear()
         fast = _FAST_TYPES[kind] = (
             isinstance(handler, RequestResponseHandler)
             and kind.handle is RequestResponseHandler.handle

@@ -171,6 +171,11 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             listener.release(self)
 
     async def _serve(self) -> None:
+        # The per-read loop. Its common case runs inline, without a coroutine per call: the
+        # batch goes out with one non-blocking send, and a non-blocking recv takes what has
+        # arrived meanwhile (one checkpoint per read); only when nothing is there does the
+        # task park in _wait_data.
+        raw = self._raw
         while True:
             out = self._out = bytearray()
             try:
@@ -187,17 +192,48 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 await self._finish_blocked(blocked)
                 continue
             if out:
-                await self._flush(out)
+                if self._tls is None and not self._sending:
+                    try:
+                        sent = raw.send(out)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError:
+                        self._lost = True  # the peer is gone: the next wait notices it
+                        sent = len(out)
+                    if sent < len(out):
+                        await self._send_batch(out[sent:])
+                else:
+                    await self._send_batch(out)
             if self._should_stop():
                 return
+            if self._tls is None and not self._eof:
+                try:
+                    data = raw.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    pass
+                except ConnectionError:
+                    self._lost = self._eof = True
+                    continue
+                else:
+                    self._received_data(data)
+                    # The one trip through the scheduler per read, so that a busy connection
+                    # lets the others run.
+                    await trio.lowlevel.checkpoint()
+                    continue
             woke = await self._wait_data()
             if woke is not None:
                 if await self._expired(woke):
                     return
-            elif self._eof:
-                # Handle the frames already received (a half-closed peer still reads our
-                # replies), start nothing new; a partial frame at EOF is dropped.
-                self._stopping = True
+
+    def _received_data(self, data: bytes | bytearray) -> None:
+        """``data`` was read: feed it to the decoder, or note EOF (empty)."""
+        if not data:
+            # Handle the frames already received (a half-closed peer still reads our
+            # replies), start nothing new; a partial frame at EOF is dropped.
+            self._eof = self._stopping = True
+            return
+        self._decoder.feed(data if type(data) is bytes else bytes(data))
+        self._fed(len(data))
 
     async def _read_proxy_header(self) -> bool:
         """Read the PROXY protocol header; False (after logging why) if we must close."""
@@ -249,24 +285,10 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             return False
         return True
 
-    async def _flush(self, out: bytearray) -> None:
-        """Send a batch of replies; return once the kernel has it all (or the peer is gone)."""
-        if self._tls is None and not self._sending:
-            # The common case, inline: the kernel takes the whole batch at once.
-            try:
-                sent = self._raw.send(out)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._lost = True  # the peer is gone: the next wait notices it
-                sent = len(out)
-            if sent < len(out):
-                await self._send_batch(out[sent:])
-        else:
-            await self._send_batch(out)
-
     async def _wait_data(self) -> object:
-        """Receive more data, or notice EOF (``None``), or a deadline (its marker)."""
+        """Wait for data, then receive it (or notice EOF or a lost peer); ``None``, or the
+        marker of a deadline that expired first. On a plain socket, called once a
+        non-blocking recv found nothing."""
         if self._eof or self._should_stop():
             return None
         deadline = self._deadline() if self._may_expire() else None
@@ -284,11 +306,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             return None
         finally:
             self._parked = False
-        if not data:
-            self._eof = True
-            return None
-        self._decoder.feed(data if type(data) is bytes else bytes(data))
-        self._fed(len(data))
+        self._received_data(data)
         return None
 
     def _wake(self) -> None:
@@ -347,24 +365,16 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 self._send_lot.unpark()
 
     async def _raw_receive(self, size: int) -> bytes:
-        """``recv`` with one trip through trio's scheduler at most.
-
-        A trio socket's ``recv`` that has to wait yields twice (the wait, then a checkpoint);
-        here the wait is the checkpoint, and only data that was already there costs an
-        explicit one (so a busy connection still lets the others run).
-        """
+        """Wait until the socket is readable, then ``recv``: the wait is the one trip through
+        trio's scheduler (a trio socket's ``recv`` that has to wait yields twice: the wait,
+        then a checkpoint). ``_serve`` has already tried a non-blocking ``recv``."""
         raw = self._raw
-        try:
-            data = raw.recv(size)
-        except BlockingIOError:
-            while True:
-                await trio.lowlevel.wait_readable(raw)
-                try:
-                    return raw.recv(size)
-                except BlockingIOError:
-                    continue
-        await trio.lowlevel.checkpoint()
-        return data
+        while True:
+            await trio.lowlevel.wait_readable(raw)
+            try:
+                return raw.recv(size)
+            except BlockingIOError:
+                continue
 
     async def _sock_send_all(self, data: bytes | bytearray) -> None:
         # Try the plain non-blocking send first: a trio socket's send() yields to the scheduler
