@@ -221,9 +221,8 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                     await trio.lowlevel.checkpoint()
                     continue
             woke = await self._wait_data()
-            if woke is not None:
-                if await self._expired(woke):
-                    return
+            if woke is not None and await self._expired(woke):
+                return
 
     def _received_data(self, data: bytes | bytearray) -> None:
         """``data`` was read: feed it to the decoder, or note EOF (empty)."""
