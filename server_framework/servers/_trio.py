@@ -172,9 +172,9 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
 
     async def _serve(self) -> None:
         # The per-read loop. Its common case runs inline, without a coroutine per call: the
-        # batch goes out with one non-blocking send, and a non-blocking recv takes what has
-        # arrived meanwhile (one checkpoint per read); only when nothing is there does the
-        # task park in _wait_data.
+        # batch goes out with one non-blocking send, then (after one checkpoint) a
+        # non-blocking recv takes what has arrived meanwhile; only when nothing is there does
+        # the task park in _wait_data.
         raw = self._raw
         while True:
             out = self._out = bytearray()
@@ -207,6 +207,11 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             if self._should_stop():
                 return
             if self._tls is None and not self._eof:
+                # One trip through the scheduler per read, before it: a busy connection lets
+                # the others run, and the peer gets the time to answer the replies just sent
+                # (a recv straight after the send would mostly find nothing, then wait: two
+                # more system calls per request).
+                await trio.lowlevel.checkpoint()
                 try:
                     data = raw.recv(RECEIVE_SIZE)
                 except BlockingIOError:
@@ -216,9 +221,6 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                     continue
                 else:
                     self._received_data(data)
-                    # The one trip through the scheduler per read, so that a busy connection
-                    # lets the others run.
-                    await trio.lowlevel.checkpoint()
                     continue
             woke = await self._wait_data()
             if woke is not None and await self._expired(woke):
