@@ -542,7 +542,7 @@ class AsyncIOStreamConnection(
 
     async def _on_start(self) -> None:
         bind_log_context(conn_id=self.id, peer=self._peer_for_log())
-        logger.debug("connection accepted")
+        self._listener.log.debug("connection accepted")
         await self._handler.on_connection(self)
 
     async def _drained(self) -> None:
@@ -568,7 +568,7 @@ class AsyncIOStreamConnection(
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 transport.close()
-            logger.debug("connection closed")
+            self._listener.log.debug("connection closed")
         finally:
             self._listener.release(self)
 

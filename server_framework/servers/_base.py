@@ -43,6 +43,13 @@ class Listener(ABC, Generic[OptionsT]):
         self.backend = backend
         #: The ``stop`` event of `serve`: set once the server is asked to shut down.
         self.stop: Event | None = None
+        #: The servers' logger as a concrete bound logger, for the lines logged once per
+        #: connection: the module's lazy proxy finds its method through ``__getattr__`` on
+        #: every call (an AttributeError made and dropped each time, about 4k instructions
+        #: per line). Bound when the listener is made, so after ``ensure_logging``: these
+        #: lines follow the logging configuration in force when the server started.
+        ensure_logging()
+        self.log: Any = logger.bind()
 
     def stopping(self) -> bool:
         """True once the server is shutting down: new peers are refused."""

@@ -5,8 +5,11 @@ stdlib socket and uses trio only to wait for readability (TLS goes through ``tri
 it handles every complete frame of the read in one synchronous batch (see ``_driver``), then
 sends the batch's replies with one non-blocking ``send`` (a helper task or trio's own send
 only when the kernel does not take it all). trio checkpoints on every socket call, so paying
-that once per read rather than once per frame is what makes pipelining cheap here. Nothing is
-kept between reads: an idle connection holds no receive buffer.
+that once per read rather than once per frame is what makes pipelining cheap here. The one
+checkpoint comes after the send and before the next non-blocking ``recv``: by then the peer
+has usually answered, where a ``recv`` straight after the send would fail and park the task
+(a failed ``recv`` and an ``epoll_ctl`` per request). Nothing is kept between reads: an idle
+connection holds no receive buffer.
 
 trio's checkpoints are the cost to watch (each one is a trip through the scheduler), so:
 - sends are serialized by a flag, and only contending senders park (a ParkingLot created on
@@ -160,7 +163,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 ssl = listener.options.ssl
                 if ssl is not None and not await self._handshake(ssl):
                     return
-                logger.debug("connection accepted")
+                listener.log.debug("connection accepted")
                 await self._handler.on_connection(self)
                 await self._serve()
         except Exception as exc:
@@ -431,7 +434,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 await self._tls.aclose()
         self._sock.close()
         self._decoder.close()  # an unfinished frame (up to max_frame_size) is let go now
-        logger.debug("connection closed")
+        self._listener.log.debug("connection closed")
 
 
 class TrioStreamListener(Listener[StreamOptions]):
