@@ -101,15 +101,31 @@ cdef extern from *:
             *result = value;
             return 1;
         }
-        if (!PyErr_Occurred()) {
+        kind = PyErr_Occurred();  /* borrowed */
+        if (kind == NULL) {
             Py_INCREF(Py_None);
             *result = Py_None;
             return 0;
         }
-        if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        if (kind != PyExc_StopIteration
+                && !PyErr_GivenExceptionMatches(kind, PyExc_StopIteration)) {
             return -1;
         }
         PyErr_Fetch(&kind, &error, &traceback);
+        if (kind == PyExc_StopIteration
+                && (error == NULL || (!PyTuple_Check(error) && !PyExceptionInstance_Check(error)))) {
+            /* Not instantiated yet (CPython delays it for a plain value, e.g. what an async
+               generator yielded): that value is the result (none: None), and no StopIteration
+               object is made. */
+            Py_DECREF(kind);
+            Py_XDECREF(traceback);
+            if (error == NULL) {
+                Py_INCREF(Py_None);
+                error = Py_None;
+            }
+            *result = error;
+            return 0;
+        }
         PyErr_NormalizeException(&kind, &error, &traceback);
         if (error == NULL) {
             Py_XDECREF(kind);
@@ -133,6 +149,7 @@ cdef extern from "Python.h":
     void PyErr_Fetch(PyObject** kind, PyObject** value, PyObject** tb)
     void PyErr_NormalizeException(PyObject** kind, PyObject** value, PyObject** tb)
     void PyErr_Clear()
+    PyObject* PyErr_Occurred()
     bint PyErr_ExceptionMatches(object kind)
     int PyException_SetTraceback(object error, object tb) except -1
     int PyContext_Enter(object context) except -1
@@ -195,7 +212,8 @@ cdef inline int _send_none(object coro, PyObject** result) noexcept:
 
 cdef inline bint _stopped() noexcept:
     """After GEN_ERROR: True (and the error cleared) if it is StopAsyncIteration."""
-    if PyErr_ExceptionMatches(StopAsyncIteration):
+    cdef PyObject* kind = PyErr_Occurred()
+    if kind == <PyObject*>StopAsyncIteration or PyErr_ExceptionMatches(StopAsyncIteration):
         PyErr_Clear()
         return True
     return False
@@ -561,6 +579,8 @@ cdef class _Plan:
     cdef Py_ssize_t max_frame_size
     cdef object parameter  # the delimiter, the header size or the frame size
     cdef object line_delimiter  # see _line_delimiter
+    cdef Py_ssize_t prefix_size  # see _prefix_header: 0, or the header size for _append_prefixed
+    cdef Py_ssize_t prefix_limit  # the largest payload that header can express
 
 
 #: id(protocol) -> (protocol, its _Plan): protocols are long-lived configuration shared by
@@ -578,6 +598,11 @@ cdef _Plan _plan_for(protocol):
     plan = _Plan()
     plan.kind = PLAN_OWN
     plan.line_delimiter = _line_delimiter(protocol)
+    plan.prefix_size = 0
+    framer = _prefix_framer(protocol)
+    if framer is not None:
+        plan.prefix_size = framer.header_size
+        plan.prefix_limit = min(framer._limit, sys.maxsize)
     if type(protocol) is StreamProtocol:
         framer = protocol.framer
         plan.deserialize = protocol._deserialize
@@ -661,17 +686,67 @@ cdef int _append_line(bytearray out, object payload, bytes delimiter) except -1:
     return 0
 
 
+cdef object _prefix_framer(protocol):
+    """The framer when ``protocol`` is bytes on a ``LengthPrefixFramer`` through
+    ``BytesSerializer`` (exactly those classes, no converter): what ``_append_prefixed``
+    frames by itself."""
+    if (
+        type(protocol) is StreamProtocol
+        and protocol.converter is None
+        and type(protocol.serializer) is BytesSerializer
+        and type(protocol.framer) is LengthPrefixFramer
+    ):
+        return protocol.framer
+    return None
+
+
+cdef int _append_prefixed(
+    bytearray out, object payload, Py_ssize_t header_size, Py_ssize_t limit
+) except -1:
+    """``BytesSerializer`` + ``LengthPrefixFramer`` ``encode_into``, for a ``bytes`` or
+    ``bytearray`` payload that is not ``out`` itself: the big-endian length and the payload
+    copied in; a payload longer than the header can express is refused (``out`` as it was)."""
+    cdef Py_ssize_t start = PyByteArray_GET_SIZE(out)
+    cdef Py_ssize_t size
+    cdef const char* source
+    cdef unsigned char* header
+    cdef unsigned long long length
+    cdef Py_ssize_t i
+    if PyBytes_CheckExact(payload):
+        size = PyBytes_GET_SIZE(payload)
+        source = PyBytes_AS_STRING(payload)
+    else:
+        size = PyByteArray_GET_SIZE(payload)
+        source = PyByteArray_AS_STRING(payload)
+    if size > limit:
+        raise SerializeError(f"payload of {size} bytes does not fit a {header_size}-byte header")
+    PyByteArray_Resize(out, start + header_size + size)
+    header = <unsigned char*>PyByteArray_AS_STRING(out) + start
+    length = <unsigned long long>size
+    for i in range(header_size - 1, -1, -1):
+        header[i] = <unsigned char>(length & 0xFF)
+        length >>= 8
+    memcpy(header + header_size, source, <size_t>size)
+    return 0
+
+
 cdef inline bint _is_line_payload(object obj, bytearray out):
+    """A payload the C encoders copy themselves: ``bytes`` or ``bytearray``, not ``out``."""
     return (PyBytes_CheckExact(obj) or PyByteArray_CheckExact(obj)) and obj is not out
 
 
 cpdef encode_into(protocol, obj, bytearray out):
-    """Twin of ``StreamProtocol.encode_into(obj, out)``: bytes on a ``LineFramer`` through
-    ``BytesSerializer`` are framed here; every other protocol is asked."""
-    delimiter = _line_delimiter(protocol)
-    if delimiter is not None and _is_line_payload(obj, out):
-        _append_line(out, obj, delimiter)
-        return
+    """Twin of ``StreamProtocol.encode_into(obj, out)``: bytes on a ``LineFramer`` or a
+    ``LengthPrefixFramer`` through ``BytesSerializer`` are framed here; every other protocol
+    is asked."""
+    cdef _Plan plan = _plan_for(protocol)
+    if _is_line_payload(obj, out):
+        if plan.line_delimiter is not None:
+            _append_line(out, obj, plan.line_delimiter)
+            return
+        if plan.prefix_size:
+            _append_prefixed(out, obj, plan.prefix_size, plan.prefix_limit)
+            return
     protocol.encode_into(obj, out)
 
 
@@ -694,6 +769,8 @@ cdef class DriverCore:
     cdef public object _decoder
     cdef Source _source  # _decoder when it is compiled, else None
     cdef object _line_delim  # see _line_delimiter: replies framed by _append_line
+    cdef Py_ssize_t _prefix_size  # see _prefix_framer: replies framed by _append_prefixed
+    cdef Py_ssize_t _prefix_limit
     cdef public Py_ssize_t _received
     cdef public double _last_read
     cdef public Py_ssize_t _frame_mark
@@ -729,7 +806,10 @@ cdef class DriverCore:
         self._high_water = high_water
         self._decoder = decoder
         self._source = decoder if isinstance(decoder, Source) else None
-        self._line_delim = _plan_for(protocol).line_delimiter
+        cdef _Plan plan = _plan_for(protocol)
+        self._line_delim = plan.line_delimiter
+        self._prefix_size = plan.prefix_size
+        self._prefix_limit = plan.prefix_limit
         self._received = 0
         self._last_read = now()
         self._frame_mark = -1
@@ -748,8 +828,11 @@ cdef class DriverCore:
 
     cdef int _encode_into(self, object obj, bytearray out) except -1:
         """``self._protocol.encode_into(obj, out)``."""
-        if self._line_delim is not None and _is_line_payload(obj, out):
-            return _append_line(out, obj, self._line_delim)
+        if _is_line_payload(obj, out):
+            if self._line_delim is not None:
+                return _append_line(out, obj, self._line_delim)
+            if self._prefix_size:
+                return _append_prefixed(out, obj, self._prefix_size, self._prefix_limit)
         self._protocol.encode_into(obj, out)
         return 0
 

@@ -39,6 +39,7 @@ from ._base import Listener, OptionsT
 from ._driver import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY,
+    BASE_ON_CONNECTION,
     RESOURCE_ERRNOS,
     ConnectionDriver,
     DriverCore,
@@ -46,6 +47,7 @@ from ._driver import (
     bind_log_context,
     logger,
     now,
+    overrides,
 )
 from ._options import StreamOptions
 
@@ -543,7 +545,9 @@ class AsyncIOStreamConnection(
     async def _on_start(self) -> None:
         bind_log_context(conn_id=self.id, peer=self._peer_for_log())
         self._listener.log.debug("connection accepted")
-        await self._handler.on_connection(self)
+        on_connection = self._handler.on_connection
+        if overrides(on_connection, BASE_ON_CONNECTION):
+            await on_connection(self)
 
     async def _drained(self) -> None:
         # Quietly: a peer that resets meanwhile ends the connection, not with an error.
@@ -563,8 +567,7 @@ class AsyncIOStreamConnection(
             self._write_timer = None
         self._decoder.close()  # an unfinished frame (up to max_frame_size) is let go now
         try:
-            await self._close_generator()
-            await self._notify_disconnection()
+            await self._end_handler()
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 transport.close()

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from handlers.base import RecvParams
+from handlers.base import RecvParams, StreamRequestHandler
 from handlers.request_response import RequestResponseHandler
 from protocols import ProtocolError, StreamDecoder
 from server_framework import engine
@@ -44,6 +44,8 @@ from server_framework.sockets import Address
 __all__ = [
     "ACCEPT_BATCH",
     "ACCEPT_RETRY_DELAY",
+    "BASE_ON_CONNECTION",
+    "BASE_ON_DISCONNECTION",
     "FRAME_TIMEOUT",
     "IDLE_TIMEOUT",
     "READ_BATCH",
@@ -55,6 +57,7 @@ __all__ = [
     "RateLimitedLog",
     "bind_log_context",
     "next_conn_id",
+    "overrides",
     "resume_blocked",
 ]
 
@@ -96,6 +99,16 @@ _STEP: Final = 0
 _RESPOND: Final = 1
 _SEND: Final = 2
 Blocked = tuple[Coroutine[Any, Any, Any], Any, int]
+
+
+#: The base class's no-op hooks: a handler that keeps them is not called (no coroutine made).
+BASE_ON_CONNECTION: Final = StreamRequestHandler.on_connection
+BASE_ON_DISCONNECTION: Final = StreamRequestHandler.on_disconnection
+
+
+def overrides(hook: Any, base: Any) -> bool:
+    """False if ``hook`` (a handler's bound method) is ``base``, the base class's no-op."""
+    return getattr(hook, "__func__", None) is not base
 
 
 #: Handler class -> whether its ``respond`` may be called directly (``_fast_respond``); a
@@ -677,11 +690,17 @@ class ConnectionDriver(_Core, ABC):
             except Exception as exc:
                 logger.error("request handler failed while closing", exc_info=exc)
 
-    async def _notify_disconnection(self) -> None:
-        try:
-            await self._handler.on_disconnection(self)
-        except Exception as exc:
-            logger.error("on_disconnection() failed", exc_info=exc)
+    async def _end_handler(self) -> None:
+        """A stream connection ended: close the handler's generator, then call
+        ``on_disconnection`` (unless the handler keeps the base class's no-op)."""
+        if self._agen is not None:
+            await self._close_generator()
+        on_disconnection = self._handler.on_disconnection
+        if overrides(on_disconnection, BASE_ON_DISCONNECTION):
+            try:
+                await on_disconnection(self)
+            except Exception as exc:
+                logger.error("on_disconnection() failed", exc_info=exc)
 
     def _peer_for_log(self) -> str:
         try:

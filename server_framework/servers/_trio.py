@@ -53,6 +53,7 @@ from server_framework.sockets import (
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
+    BASE_ON_CONNECTION,
     READ_BATCH,
     RESOURCE_ERRNOS,
     ConnectionDriver,
@@ -60,6 +61,7 @@ from ._driver import (
     bind_log_context,
     logger,
     now,
+    overrides,
 )
 from ._options import DatagramOptions, StreamOptions
 from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
@@ -164,7 +166,9 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 if ssl is not None and not await self._handshake(ssl):
                     return
                 listener.log.debug("connection accepted")
-                await self._handler.on_connection(self)
+                on_connection = self._handler.on_connection
+                if overrides(on_connection, BASE_ON_CONNECTION):
+                    await on_connection(self)
                 await self._serve()
         except Exception as exc:
             logger.error("connection failed", exc_info=exc)
@@ -423,8 +427,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         return TimeoutError(self._broken_reason)  # an OSError: the senders' "peer gone"
 
     async def _cleanup(self) -> None:
-        await self._close_generator()
-        await self._notify_disconnection()
+        await self._end_handler()
         # Replies still being sent by a helper task go out before the socket closes.
         close_timeout = self._listener.options.ssl_shutdown_timeout
         with trio.move_on_after(close_timeout):

@@ -251,6 +251,34 @@ def test_compiled_encoder_behaves_as_the_pure_one(
 
 
 @compiled_only
+@pytest.mark.parametrize("header_size", [1, 2, 4, 8])
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 300, 65535, 65536])
+def test_compiled_length_prefix_encoder_writes_and_refuses_as_the_pure_one(
+    header_size: int, size: int
+) -> None:
+    """Every header size, at the sizes where a header byte carries over or no longer fits."""
+    assert engine.compiled is not None
+    protocol: StreamProtocol[Any, Any] = StreamProtocol(
+        BytesSerializer(), LengthPrefixFramer(header_size)
+    )
+    compiled = engine.compiled
+    outcomes: list[Any] = []
+    encoders: list[Any] = [lambda m, o: compiled.encode_into(protocol, m, o), protocol.encode_into]
+    for encode in encoders:
+        out = bytearray(b"head")
+        payloads: list[Any] = [bytes(size), bytearray(b"x" * size)]
+        for payload in payloads:
+            try:
+                encode(payload, out)
+            except Exception as exc:
+                outcomes.append((type(exc).__name__, str(exc), bytes(out)))
+            else:
+                outcomes.append(bytes(out))
+    half = len(outcomes) // 2
+    assert outcomes[:half] == outcomes[half:]
+
+
+@compiled_only
 @pytest.mark.parametrize("serializer", [BytesSerializer(), JSONSerializer()], ids=["bytes", "json"])
 @SETTINGS
 @given(steps=st.lists(st.one_of(STREAM_BYTES, st.sampled_from(["take", "take_all"])), max_size=12))
