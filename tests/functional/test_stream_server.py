@@ -18,6 +18,7 @@ import structlog
 
 from handlers import EchoHandler, RecvParams, StreamClient, StreamRequestHandler
 from protocols import (
+    BytesSerializer,
     DeserializeError,
     JSONSerializer,
     LengthPrefixFramer,
@@ -110,6 +111,57 @@ async def test_echo_msgpack_length_prefix(
             list(range(100)),
             "x" * 5000,
         ]
+
+
+async def test_echo_bytes_length_prefix_at_header_boundaries(
+    backend_name: str, transport: str, unix_path: str
+) -> None:
+    """Raw bytes with a 2-byte length header, at the sizes where the header's low byte carries
+    over and at the largest it can express (the compiled engine frames these replies itself)."""
+    protocol = StreamProtocol(BytesSerializer(), LengthPrefixFramer(2))
+    messages = [b"", b"x", bytes(range(256))[:255], b"y" * 256, b"\n" * 1000, b"z" * 65535]
+
+    def exchange(address: Any) -> list[Any]:
+        with contextlib.closing(connect(address)) as sock:
+            sock.sendall(b"".join(protocol.encode(m) for m in messages))
+            decoder = protocol.decoder()
+            received: list[Any] = []
+            while len(received) < len(messages):
+                chunk = sock.recv(65536)
+                assert chunk
+                decoder.feed(chunk)
+                received.extend(decoder)
+            return received
+
+    async with serving(make_server(transport, unix_path, EchoHandler(), protocol)) as server:
+        (address,) = server.get_addresses()
+        assert await in_thread(exchange, address) == messages
+
+
+async def test_hooks_set_on_the_instance_are_called(
+    backend_name: str, transport: str, unix_path: str
+) -> None:
+    """``on_connection`` / ``on_disconnection`` given to one handler object (not its class)
+    are called, although the class keeps the base no-ops (which the server skips)."""
+    events: list[str] = []
+    handler = EchoHandler()
+
+    async def on_connection(client: Any) -> None:
+        events.append("connect")
+
+    async def on_disconnection(client: Any) -> None:
+        events.append("disconnect")
+
+    handler.on_connection = on_connection  # type: ignore[method-assign]
+    handler.on_disconnection = on_disconnection  # type: ignore[method-assign]
+    async with serving(make_server(transport, unix_path, handler)) as server:
+        (address,) = server.get_addresses()
+        assert await in_thread(line_exchange, address, ["hello"]) == ["hello"]
+        for _ in range(200):
+            if "disconnect" in events:
+                break
+            await current().sleep(0.01)
+    assert events == ["connect", "disconnect"]
 
 
 async def test_pipelining_keeps_order(backend_name: str, transport: str, unix_path: str) -> None:
