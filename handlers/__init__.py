@@ -17,6 +17,7 @@ from .base import (
     StreamClient,
     StreamRequestHandler,
 )
+from .checks import check_handler
 from .dispatch import DispatchHandler, on
 from .echo import DatagramEchoHandler, EchoHandler
 from .request_response import RequestResponseHandler
@@ -33,5 +34,6 @@ __all__ = [
     "StreamClient",
     "StreamRequestHandler",
     "ThreadedHandler",
+    "check_handler",
     "on",
 ]

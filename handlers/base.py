@@ -163,6 +163,12 @@ class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
     Override :meth:`handle`; the other hooks are optional. One handler object serves every
     connection, so per-connection data belongs in ``client.state`` (or local variables of
     ``handle``), not on ``self``.
+
+    The server checks the handler's own methods when it is built: ``handle`` must be an async
+    generator (``async def`` with ``request = yield``), the hooks ``async def``, each taking
+    the arguments shown here. A mistake (a ``handle`` without ``yield``, a plain ``def
+    on_connection``...) is a :class:`TypeError` naming the class, the method and the fix,
+    before anything is bound; on the command line, one line and exit code 3.
     """
 
     async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Final
 import structlog
 
 from handlers import DatagramRequestHandler, StreamRequestHandler
+from handlers.checks import check_handler
 from protocols import (
     BytesSerializer,
     CBORSerializer,
@@ -129,6 +130,13 @@ def load_handler(settings: Settings, stream: bool, datagram: bool) -> Any:
             f"(--udp/--unix-datagram/--fd); serve it on --tcp/--unix, {both}",
             EXIT_USAGE,
         )
+    try:
+        if stream:
+            check_handler(handler, "stream")
+        if datagram:
+            check_handler(handler, "datagram")
+    except TypeError as exc:
+        raise StartupError(f"TARGET {spec}: {exc}") from exc
     return handler
 
 

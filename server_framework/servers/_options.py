@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from handlers.base import DatagramRequestHandler, StreamRequestHandler
+from handlers.checks import check_handler
 from protocols import DatagramProtocol, StreamProtocol, TrustedProxies
 from server_framework.sockets import DEFAULT_BACKLOG
 
@@ -106,6 +107,7 @@ class StreamOptions:
             raise TypeError(f"expected a StreamProtocol, got {self.protocol!r}")
         if not isinstance(self.handler, StreamRequestHandler):
             raise TypeError(f"expected a StreamRequestHandler instance, got {self.handler!r}")
+        check_handler(self.handler, "stream")
         _check_at_least_one("max_connections", self.max_connections)
         _check_positive("idle_timeout", self.idle_timeout, allow_none=True)
         _check_positive("frame_timeout", self.frame_timeout, allow_none=True)
@@ -151,6 +153,7 @@ class DatagramOptions:
             raise TypeError(f"expected a DatagramProtocol, got {self.protocol!r}")
         if not isinstance(self.handler, DatagramRequestHandler):
             raise TypeError(f"expected a DatagramRequestHandler instance, got {self.handler!r}")
+        check_handler(self.handler, "datagram")
         _check_at_least_one("max_clients", self.max_clients)
         _check_at_least_one("client_queue_size", self.client_queue_size)
         if not self.client_idle_timeout > 0:

@@ -80,6 +80,13 @@ class FailingHandler(StreamRequestHandler[Any, Any]):
         yield
 
 
+class NoYieldHandler(StreamRequestHandler[Any, Any]):
+    """A first handler's classic mistake: ``handle`` with no ``yield`` (a coroutine)."""
+
+    async def handle(self, client: Any) -> Any:  # type: ignore[override]  # pragma: no cover
+        await client.send_packet("hello")
+
+
 NOT_A_HANDLER = 42
 
 #: A ready-made stream protocol, for ``--protocol cli_helpers:CRLF_TEXT``.

@@ -105,6 +105,7 @@ def busy_port() -> Iterator[str]:
         (["handlers:DatagramEchoHandler"], 2, "DatagramEchoHandler is a datagram handler"),
         (["cli_helpers:async_factory()"], 2, "the factory is a coroutine function"),
         (["cli_helpers:FailingHandler"], 3, "start-up failed: RuntimeError: no database"),
+        (["cli_helpers:NoYieldHandler"], 3, "NoYieldHandler.handle must be an async generator"),
         ([ECHO, "--protocol", "cli_helpers:NOT_A_HANDLER"], 2, "--protocol cli_helpers:NOT_A"),
         ([ECHO, "--protocol", "cli_helpers:CRLF_TEXT", "--udp", LOCAL], 2, "a StreamProtocol"),
         ([ECHO, "--tls-cert", "/nonexistent.pem"], 3, "--tls-cert: cannot load /nonexistent"),

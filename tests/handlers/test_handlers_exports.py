@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import handlers
-from handlers import base, dispatch, echo, request_response, threaded
+from handlers import base, checks, dispatch, echo, request_response, threaded
 
-SUBMODULES = [base, dispatch, echo, request_response, threaded]
+SUBMODULES = [base, checks, dispatch, echo, request_response, threaded]
 
 
 def test_package_exports_exactly_the_submodules_public_names() -> None:
