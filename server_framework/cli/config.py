@@ -91,7 +91,27 @@ class _ArgumentParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one-line :class:`ConfigError` exceptions."""
 
     def error(self, message: str) -> Any:  # argparse's signature says NoReturn
-        raise ConfigError(f"{message} (see '{self.prog} --help')")
+        raise ConfigError(f"{message}{self._did_you_mean(message)} (see '{self.prog} --help')")
+
+    def _did_you_mean(self, message: str) -> str:
+        """For unrecognized options, the closest known ones (of this parser and its
+        subcommands): `` (--worker: did you mean --workers?)``, or ``""``."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = set(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    known.update(parser._option_string_actions)
+        hints = []
+        for word in message[len(prefix) :].split():
+            name = word.split("=", 1)[0]
+            if name.startswith("--") and name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                if close:
+                    hints.append(f"{name}: did you mean {close[0]}?")
+        return f" ({'; '.join(hints)})" if hints else ""
 
 
 def build_parser(version: str = "") -> argparse.ArgumentParser:

@@ -95,6 +95,11 @@ def parse_inet(text: str) -> InetAddress:
         return host, _parse_port(port, text)
     host, sep, port = text.rpartition(":")
     if not sep:
+        if text.isdigit():
+            raise ValueError(
+                f"expected HOST:PORT, got {text!r} (did you mean 127.0.0.1:{text}, this machine "
+                f"only, or :{text}, every interface?)"
+            )
         raise _expected("HOST:PORT", text)
     if ":" in host:
         raise ValueError(f"expected HOST:PORT, got {text!r} (write IPv6 addresses as [::1]:9000)")

@@ -70,6 +70,8 @@ def one_error(process: ServerProcess) -> dict[str, Any]:
     [
         (["serve", ECHO, "--tcp", "abc"], {}, "--tcp: expected HOST:PORT, got 'abc'"),
         (["serve", ECHO, "--frobnicate"], {}, "unrecognized arguments: --frobnicate"),
+        (["serve", ECHO, "--worker", "2"], {}, "(--worker: did you mean --workers?)"),
+        (["serve", ECHO, "--tcp", "9000"], {}, "did you mean 127.0.0.1:9000, this machine only"),
         (["serve", ECHO], {"SERVER_FRAMEWORK_WORKERS": "two"}, "SERVER_FRAMEWORK_WORKERS"),
         (["serve"], {}, "TARGET is missing"),
         ([], {}, "the following arguments are required: COMMAND"),

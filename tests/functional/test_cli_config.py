@@ -66,6 +66,7 @@ def test_inet_addresses(text: str, expected: tuple[str, int]) -> None:
     ("text", "hint"),
     [
         ("abc", "expected HOST:PORT"),
+        ("9000", "did you mean 127.0.0.1:9000, this machine only, or :9000, every interface?"),
         ("host:http", "port in 0..65535"),
         ("host:65536", "port in 0..65535"),
         ("::1:9000", "[::1]:9000"),
