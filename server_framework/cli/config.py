@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from protocols import DEFAULT_MAX_FRAME_SIZE
 from server_framework.cli.options import CONFIG_ENV, ENV_PREFIX, OPTIONS, TARGET_OPTION, Option
 from server_framework.cli.settings import (
     DEFAULT_HOST,
@@ -48,6 +49,7 @@ from server_framework.cli.settings import (
     Settings,
 )
 from server_framework.cli.values import format_inet, parse_bool
+from server_framework.servers import DEFAULT_PROXY_ALLOW
 
 __all__ = ["LoadedSettings", "build_parser", "load_settings", "render_toml"]
 
@@ -353,11 +355,33 @@ def render_toml(loaded: LoadedSettings) -> str:
         "# server-framework serve: resolved settings",
         "# (command line > environment > file > default)",
     ]
+    for warning in loaded.warnings:
+        lines.append(f"# warning: {warning}")
     for option in _ALL_OPTIONS:
         value = getattr(settings, option.name)
         source = loaded.sources.get(option.name, "default")
-        if value is None or (option.name in LISTENER_FIELDS and not value):
+        unset = value is None or (option.name in _UNSET_WHEN_EMPTY and not value)
+        if unset and option.name in _IMPLIED_DEFAULTS:
+            lines.append(f"# {option.name}: not set, so {_IMPLIED_DEFAULTS[option.name]}")
+        elif unset:
             lines.append(f"# {option.name}: not set ({source})")
         else:
             lines.append(f"{option.name} = {_toml_value(value)}  # {source}")
     return "\n".join(lines) + "\n"
+
+
+#: Options whose empty value means "not set" (the listeners, and proxy_allow).
+_UNSET_WHEN_EMPTY: Final = frozenset(LISTENER_FIELDS) | {"proxy_allow"}
+
+#: What applies when an option is not set, where that is not simply "nothing".
+_IMPLIED_DEFAULTS: Final = {
+    "framing": "the protocol's own (line for json, line and bytes; length-prefix otherwise)",
+    "max_frame_size": f"the framer's default ({DEFAULT_MAX_FRAME_SIZE} bytes)",
+    "proxy_allow": (
+        "with proxy_protocol, the servers' default: "
+        + ", ".join(DEFAULT_PROXY_ALLOW)
+        + " (loopback and Unix socket peers)"
+    ),
+    "log_format": "console on a terminal, json otherwise",
+    "idle_timeout": "no idle deadline",
+}

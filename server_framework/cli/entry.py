@@ -92,6 +92,8 @@ def _main(argv: list[str]) -> int:
         _print_error(str(exc))
         return EXIT_USAGE
     if getattr(namespace, "print_config", False):
+        for warning in loaded.warnings:  # also in the output, as comments
+            print(f"{_PROG}: warning: {warning}", file=sys.stderr, flush=True)
         sys.stdout.write(render_toml(loaded))
         return EXIT_OK
     settings = loaded.settings

@@ -22,7 +22,7 @@ from server_framework.servers import (
     DEFAULT_SHUTDOWN_TIMEOUT,
 )
 
-from cli_helpers import run_cli
+from cli_helpers import clean_env, run_cli
 
 
 def load(
@@ -242,6 +242,33 @@ def test_print_config_is_a_usable_config_file(tmp_path: Path) -> None:
     path = tmp_path / "again.toml"
     path.write_text(text)
     assert load("--config", str(path)).settings == loaded.settings
+
+
+def test_print_config_shows_what_applies_when_unset_and_the_warnings() -> None:
+    loaded = load("app:Handler", env={"SERVER_FRAMEWORK_WORKRS": "2"})
+    text = render_toml(loaded)
+    assert (
+        "# proxy_allow: not set, so with proxy_protocol, the servers' default: 127.0.0.0/8" in text
+    )
+    assert "proxy_allow = []" not in text
+    assert "# max_frame_size: not set, so the framer's default (1048576 bytes)" in text
+    assert "# log_format: not set, so console on a terminal, json otherwise" in text
+    assert (
+        "# warning: ignoring unknown environment variable SERVER_FRAMEWORK_WORKRS "
+        "(did you mean SERVER_FRAMEWORK_WORKERS?)"
+    ) in text
+    assert tomllib.loads(text)["target"] == "app:Handler"  # still a usable file
+
+
+def test_print_config_subprocess_warns_about_unknown_variables() -> None:
+    process = run_cli(
+        "serve", "app:Handler", "--print-config", env=clean_env(SERVER_FRAMEWORK_WORKRS="2")
+    )
+    assert process.process.returncode == 0, process.output()
+    assert process.stderr == [
+        "server-framework: warning: ignoring unknown environment variable "
+        "SERVER_FRAMEWORK_WORKRS (did you mean SERVER_FRAMEWORK_WORKERS?)"
+    ]
 
 
 def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
