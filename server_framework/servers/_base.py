@@ -28,6 +28,14 @@ __all__ = ["AsyncBaseServer", "Listener"]
 
 logger: Final = structlog.get_logger("server_framework.servers")
 
+
+def _address_text(address: Address) -> str:
+    """``127.0.0.1:9000``, ``[::1]:9000``, or a Unix socket's path, for log lines."""
+    if isinstance(address, str):
+        return address
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
 OptionsT = TypeVar("OptionsT", bound=StreamOptions | DatagramOptions)
 
 
@@ -157,7 +165,12 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         if self._stop_requested:
             return
         self._serving = True
-        logger.info("server started", addresses=self.get_addresses(), backend=self.backend().name)
+        logger.info(
+            "server started",
+            transport=self._transport_name(),
+            addresses=[_address_text(address) for address in self.get_addresses()],
+            backend=self.backend().name,
+        )
         try:
             await self._listener.serve(self._stop_event)
         finally:
@@ -188,6 +201,18 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
     def is_serving(self) -> bool:
         """True while :meth:`serve_forever` accepts clients."""
         return self._serving and not self._stop_requested
+
+    def _transport_name(self) -> str:
+        """What the server speaks, as logs and the command line name it: ``"tcp"``,
+        ``"tls"``, ``"udp"``, ``"unix"`` or ``"unix-datagram"`` (from its bound sockets, so
+        adopted ones too)."""
+        options = self._options
+        unix = bool(self._sockets) and self._sockets[0].family == getattr(socket, "AF_UNIX", -1)
+        if isinstance(options, StreamOptions):
+            if unix:
+                return "unix"
+            return "tls" if options.ssl is not None else "tcp"
+        return "unix-datagram" if unix else "udp"
 
     def get_addresses(self) -> list[Address]:
         """The bound addresses: ``(host, port)`` tuples, or the Unix socket path."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import ssl
@@ -392,6 +393,16 @@ def test_systemd_socket_activation() -> None:
             assert reply == {"pid": server.pid, "request": "dgram"}
             server.send_signal(signal.SIGTERM)
             assert server.wait() == 0
+
+
+def test_server_started_names_each_listener_transport_and_address() -> None:
+    with serving(ECHO, "--tcp", LOCAL, "--udp", LOCAL) as server:
+        server.wait_for("server started", count=2)
+        started = {record["transport"]: record for record in server.find("server started")}
+    assert sorted(started) == ["tcp", "udp"]
+    for record in started.values():
+        (address,) = record["addresses"]
+        assert re.fullmatch(r"127\.0\.0\.1:\d+", address), record
 
 
 def test_listen_fds_for_another_process_are_ignored() -> None:
