@@ -36,6 +36,7 @@ def _address_text(address: Address) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+
 OptionsT = TypeVar("OptionsT", bound=StreamOptions | DatagramOptions)
 
 
