@@ -28,7 +28,12 @@ from server_framework.clients import (
     UnixDatagramClient,
     UnixStreamClient,
 )
-from server_framework.exceptions import BrokenResourceError, BusyResourceError, ClosedResourceError
+from server_framework.exceptions import (
+    BindError,
+    BrokenResourceError,
+    BusyResourceError,
+    ClosedResourceError,
+)
 from server_framework.log import configure_logging
 from server_framework.threads import AsyncExecutor
 
@@ -39,6 +44,7 @@ __all__ = [
     "AsyncUDPClient",
     "AsyncUnixDatagramClient",
     "AsyncUnixStreamClient",
+    "BindError",
     "BrokenResourceError",
     "BusyResourceError",
     "ClosedResourceError",

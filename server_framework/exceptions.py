@@ -13,7 +13,7 @@ Errors of the wire format live in ``protocols`` (``ProtocolError`` and its subcl
 
 from __future__ import annotations
 
-__all__ = ["BrokenResourceError", "BusyResourceError", "ClosedResourceError"]
+__all__ = ["BindError", "BrokenResourceError", "BusyResourceError", "ClosedResourceError"]
 
 
 class ClosedResourceError(Exception):
@@ -40,3 +40,23 @@ class BusyResourceError(Exception):
     Raised, for example, when two tasks wait to receive on the same connection at once. This
     is a concurrency bug in the caller: serialize the access (a lock) or use one task.
     """
+
+
+class BindError(OSError):
+    """A server's socket could not be bound; the message names the transport and the address.
+
+    ``str(error)`` is one line, the same that the command line prints, e.g.
+    ``tcp 127.0.0.1:9000: cannot bind: Address already in use``. It is an :class:`OSError`
+    with the ``errno`` of the failure (e.g. ``errno.EADDRINUSE``), which stays its
+    ``__cause__``; ``transport`` and ``address`` say which socket it was.
+    """
+
+    def __init__(self, transport: str, address: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        #: ``"tcp"``, ``"udp"``, ``"unix"`` or ``"unix-datagram"``.
+        self.transport = transport
+        #: ``HOST:PORT`` (``*:PORT`` for every interface, ``[::1]:PORT``) or the socket path.
+        self.address = address
+
+    def __str__(self) -> str:
+        return f"{self.transport} {self.address}: cannot bind: {self.strerror}"

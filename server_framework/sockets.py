@@ -26,6 +26,8 @@ import stat
 from collections.abc import Iterator
 from typing import Any, Final, TypeAlias
 
+from server_framework.exceptions import BindError
+
 __all__ = [
     "DEFAULT_BACKLOG",
     "MAX_DATAGRAM_SIZE",
@@ -36,6 +38,7 @@ __all__ = [
     "bind_inet",
     "bind_unix",
     "check_adopted",
+    "inet_text",
     "normalize_address",
 ]
 
@@ -143,6 +146,16 @@ def _addrinfos(host: str | None, port: int, kind: socket.SocketKind) -> list[tup
     return unique
 
 
+def inet_text(host: str | None, port: int) -> str:
+    """``HOST:PORT`` as the command line writes it: ``*:PORT`` for every interface (no host),
+    ``[::1]:PORT`` for an IPv6 address."""
+    if not host:
+        return f"*:{port}"
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
 def bind_inet(
     host: str | None,
     port: int,
@@ -154,8 +167,24 @@ def bind_inet(
     """Create, bind (and for TCP, listen on) sockets for ``host``/``port``; all on one port.
 
     Raises:
-        OSError: a bind failed (every socket created so far is closed).
+        BindError: a bind (or resolving ``host``) failed; every socket created so far is
+            closed. Its message names the transport and the address.
     """
+    try:
+        return _bind_inet(host, port, kind, backlog=backlog, reuse_port=reuse_port)
+    except OSError as exc:
+        transport = "tcp" if kind == socket.SOCK_STREAM else "udp"
+        raise BindError(transport, inet_text(host, port), exc) from exc
+
+
+def _bind_inet(
+    host: str | None,
+    port: int,
+    kind: socket.SocketKind,
+    *,
+    backlog: int,
+    reuse_port: bool,
+) -> list[socket.socket]:
     infos = _addrinfos(host, port, kind)
     if port == 0:
         # Bind IPv6 first when both families are wanted, so that the port it picks is the one
@@ -242,8 +271,19 @@ def bind_unix(
         mode: Permission bits to give the socket file (e.g. ``0o660``), or None.
 
     Raises:
-        OSError: the path is used by a live server, is not a socket, or bind failed.
+        BindError: the path is used by a live server, is not a socket, or bind failed; the
+            message names the transport and the path.
     """
+    try:
+        return _bind_unix(path, kind, backlog=backlog, mode=mode)
+    except OSError as exc:
+        transport = "unix" if kind == socket.SOCK_STREAM else "unix-datagram"
+        raise BindError(transport, path, exc) from exc
+
+
+def _bind_unix(
+    path: str, kind: socket.SocketKind, *, backlog: int, mode: int | None
+) -> tuple[socket.socket, UnixSocketFile]:
     _remove_stale_socket(path, kind)
     sock = socket.socket(socket.AF_UNIX, kind)
     with _closing_on_error([sock]):

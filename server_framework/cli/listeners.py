@@ -22,6 +22,7 @@ import msgspec
 from server_framework.cli.exits import EXIT_USAGE, StartupError, os_error_reason
 from server_framework.cli.settings import ConfigError, Settings
 from server_framework.cli.values import format_inet
+from server_framework.exceptions import BindError
 from server_framework.sockets import UnixSocketFile, bind_inet, bind_unix
 
 __all__ = ["Listeners", "adopt", "bind", "resolve_ports", "systemd_fds"]
@@ -137,28 +138,24 @@ def bind(listeners: Listeners, settings: Settings, *, inet: bool = True, unix: b
         StartupError: a bind failed (what was bound so far stays in ``listeners``, to close).
     """
     kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM)
+    # The message of a failed bind is BindError's: the same for scripts and the command line.
     if inet:
-        for kind, addresses, name in zip(
-            kinds, (settings.tcp, settings.udp), ("tcp", "udp"), strict=True
-        ):
+        for kind, addresses in zip(kinds, (settings.tcp, settings.udp), strict=True):
             for host, port in addresses:
-                where = f"{name} {format_inet((host, port))}"
                 try:
                     socks = bind_inet(host or None, port, kind, reuse_port=settings.reuse_port)
-                except OSError as exc:
-                    raise StartupError(f"{where}: cannot bind: {os_error_reason(exc)}") from exc
+                except BindError as exc:
+                    raise StartupError(str(exc)) from exc
                 for sock in socks:
                     listeners.add(sock)
     if unix:
         paths = (settings.unix, settings.unix_datagram)
-        for kind, unix_paths, name in zip(kinds, paths, ("unix", "unix-datagram"), strict=True):
+        for kind, unix_paths in zip(kinds, paths, strict=True):
             for path in unix_paths:
                 try:
                     sock, file = bind_unix(path, kind)
-                except OSError as exc:
-                    raise StartupError(
-                        f"{name} {path}: cannot bind: {os_error_reason(exc)}"
-                    ) from exc
+                except BindError as exc:
+                    raise StartupError(str(exc)) from exc
                 listeners.files.append(file)
                 listeners.add(sock)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import socket
 import struct
 import tempfile
@@ -27,6 +29,7 @@ from protocols import (
     StreamProtocol,
 )
 from server_framework.backend import current
+from server_framework.exceptions import BindError
 from server_framework.servers import AsyncTCPServer, AsyncUnixStreamServer
 
 from server_helpers import LineClient, connect, in_thread, line_exchange, serving
@@ -501,9 +504,25 @@ async def test_dual_stack_one_port(backend_name: str) -> None:
         assert await in_thread(line_exchange, ("::1", port), [6]) == [6]
 
 
+async def test_bind_failures_name_the_transport_and_address(backend_name: str) -> None:
+    """A script gets the command line's one-line message, as an OSError with its errno."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(BindError) as caught:
+            async with AsyncTCPServer("127.0.0.1", port, JSON_LINES, EchoHandler()):
+                pass  # pragma: no cover - the bind fails
+    error = caught.value
+    assert str(error) == f"tcp 127.0.0.1:{port}: cannot bind: Address already in use"
+    assert isinstance(error, OSError)
+    assert error.errno == errno.EADDRINUSE
+    assert (error.transport, error.address) == ("tcp", f"127.0.0.1:{port}")
+
+
 async def test_unix_socket_in_use_and_stale(backend_name: str, unix_path: str) -> None:
     async with serving(AsyncUnixStreamServer(unix_path, JSON_LINES, EchoHandler())):
-        with pytest.raises(OSError, match="in use"):
+        with pytest.raises(BindError, match=f"^unix {re.escape(unix_path)}: cannot bind: .*in use"):
             async with AsyncUnixStreamServer(unix_path, JSON_LINES, EchoHandler()):
                 pass
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
