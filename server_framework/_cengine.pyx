@@ -606,7 +606,7 @@ cdef _Plan _plan_for(protocol):
     if type(protocol) is StreamProtocol:
         framer = protocol.framer
         plan.deserialize = protocol._deserialize
-        if protocol.converter is None and type(protocol.serializer) is BytesSerializer:
+        if _bytes_framer(protocol) is not None:
             plan.deserialize = None  # BytesSerializer.deserialize returns the frame itself
         kind = type(framer)
         if kind is LineFramer:
@@ -643,17 +643,33 @@ def make_decoder(protocol):
 # -- encoding ---------------------------------------------------------------------------------
 
 
-cdef object _line_delimiter(protocol):
-    """The delimiter when ``protocol`` is bytes on a ``LineFramer`` through ``BytesSerializer``
-    (exactly those classes, no converter): what ``_append_line`` frames by itself."""
+cdef object _bytes_framer(protocol):
+    """The framer when ``protocol`` is exactly a ``StreamProtocol`` of bytes through
+    ``BytesSerializer`` with no converter (what the C encoders may frame), else None."""
     if (
         type(protocol) is StreamProtocol
         and protocol.converter is None
         and type(protocol.serializer) is BytesSerializer
-        and type(protocol.framer) is LineFramer
     ):
-        return protocol.framer.delimiter
+        return protocol.framer
     return None
+
+
+cdef object _line_delimiter(protocol):
+    """The delimiter when ``protocol`` is bytes on a ``LineFramer`` through ``BytesSerializer``
+    (exactly those classes, no converter): what ``_append_line`` frames by itself."""
+    framer = _bytes_framer(protocol)
+    return framer.delimiter if type(framer) is LineFramer else None
+
+
+cdef inline Py_ssize_t _payload_view(object payload, const char** source) noexcept:
+    """The size and (in ``source``) the bytes of a ``bytes`` or ``bytearray`` payload (see
+    ``_is_line_payload``), borrowed from the object."""
+    if PyBytes_CheckExact(payload):
+        source[0] = PyBytes_AS_STRING(payload)
+        return PyBytes_GET_SIZE(payload)
+    source[0] = PyByteArray_AS_STRING(payload)
+    return PyByteArray_GET_SIZE(payload)
 
 
 cdef int _append_line(bytearray out, object payload, bytes delimiter) except -1:
@@ -666,12 +682,7 @@ cdef int _append_line(bytearray out, object payload, bytes delimiter) except -1:
     cdef const char* source
     cdef char* data
     cdef const char* found
-    if PyBytes_CheckExact(payload):
-        size = PyBytes_GET_SIZE(payload)
-        source = PyBytes_AS_STRING(payload)
-    else:
-        size = PyByteArray_GET_SIZE(payload)
-        source = PyByteArray_AS_STRING(payload)
+    size = _payload_view(payload, &source)
     PyByteArray_Resize(out, start + size + dlen)
     data = PyByteArray_AS_STRING(out)
     memcpy(data + start, source, <size_t>size)
@@ -690,14 +701,8 @@ cdef object _prefix_framer(protocol):
     """The framer when ``protocol`` is bytes on a ``LengthPrefixFramer`` through
     ``BytesSerializer`` (exactly those classes, no converter): what ``_append_prefixed``
     frames by itself."""
-    if (
-        type(protocol) is StreamProtocol
-        and protocol.converter is None
-        and type(protocol.serializer) is BytesSerializer
-        and type(protocol.framer) is LengthPrefixFramer
-    ):
-        return protocol.framer
-    return None
+    framer = _bytes_framer(protocol)
+    return framer if type(framer) is LengthPrefixFramer else None
 
 
 cdef int _append_prefixed(
@@ -712,12 +717,7 @@ cdef int _append_prefixed(
     cdef unsigned char* header
     cdef unsigned long long length
     cdef Py_ssize_t i
-    if PyBytes_CheckExact(payload):
-        size = PyBytes_GET_SIZE(payload)
-        source = PyBytes_AS_STRING(payload)
-    else:
-        size = PyByteArray_GET_SIZE(payload)
-        source = PyByteArray_AS_STRING(payload)
+    size = _payload_view(payload, &source)
     if size > limit:
         raise SerializeError(f"payload of {size} bytes does not fit a {header_size}-byte header")
     PyByteArray_Resize(out, start + header_size + size)

@@ -55,9 +55,8 @@ class Listener(ABC, Generic[OptionsT]):
         #: The servers' logger as a concrete bound logger, for the lines logged once per
         #: connection: the module's lazy proxy finds its method through ``__getattr__`` on
         #: every call (an AttributeError made and dropped each time, about 4k instructions
-        #: per line). Bound when the listener is made, so after ``ensure_logging``: these
-        #: lines follow the logging configuration in force when the server started.
-        ensure_logging()
+        #: per line). Bound when the listener is made, which ``__aenter__`` does after
+        #: ``ensure_logging``: these lines follow the configuration in force at start.
         self.log: Any = logger.bind()
 
     def stopping(self) -> bool:

@@ -56,6 +56,20 @@ def make_server(
     return AsyncUnixStreamServer(unix_path, protocol, handler, **options)
 
 
+def exchange_all(protocol: Any, address: Any, messages: list[Any]) -> list[Any]:
+    """Send ``messages`` in one write, framed by ``protocol``; return as many replies."""
+    with contextlib.closing(connect(address)) as sock:
+        sock.sendall(b"".join(protocol.encode(m) for m in messages))
+        decoder = protocol.decoder()
+        received: list[Any] = []
+        while len(received) < len(messages):
+            chunk = sock.recv(65536)
+            assert chunk
+            decoder.feed(chunk)
+            received.extend(decoder)
+        return received
+
+
 class Recorder(StreamRequestHandler[Any, Any]):
     """Echoes, and records the lifecycle events it sees."""
 
@@ -94,22 +108,10 @@ async def test_echo_msgpack_length_prefix(
 ) -> None:
     protocol = StreamProtocol(MsgPackSerializer(), LengthPrefixFramer())
 
-    def exchange(address: Any) -> list[Any]:
-        with contextlib.closing(connect(address)) as sock:
-            messages = [{"a": b"\x00\xff\n"}, list(range(100)), "x" * 5000]
-            sock.sendall(b"".join(protocol.encode(m) for m in messages))
-            decoder = protocol.decoder()
-            received: list[Any] = []
-            while len(received) < len(messages):
-                chunk = sock.recv(65536)
-                assert chunk
-                decoder.feed(chunk)
-                received.extend(decoder)
-            return received
-
+    messages = [{"a": b"\x00\xff\n"}, list(range(100)), "x" * 5000]
     async with serving(make_server(transport, unix_path, EchoHandler(), protocol)) as server:
         (address,) = server.get_addresses()
-        assert await in_thread(exchange, address) == [
+        assert await in_thread(exchange_all, protocol, address, messages) == [
             {"a": b"\x00\xff\n"},
             list(range(100)),
             "x" * 5000,
@@ -124,21 +126,9 @@ async def test_echo_bytes_length_prefix_at_header_boundaries(
     protocol = StreamProtocol(BytesSerializer(), LengthPrefixFramer(2))
     messages = [b"", b"x", bytes(range(256))[:255], b"y" * 256, b"\n" * 1000, b"z" * 65535]
 
-    def exchange(address: Any) -> list[Any]:
-        with contextlib.closing(connect(address)) as sock:
-            sock.sendall(b"".join(protocol.encode(m) for m in messages))
-            decoder = protocol.decoder()
-            received: list[Any] = []
-            while len(received) < len(messages):
-                chunk = sock.recv(65536)
-                assert chunk
-                decoder.feed(chunk)
-                received.extend(decoder)
-            return received
-
     async with serving(make_server(transport, unix_path, EchoHandler(), protocol)) as server:
         (address,) = server.get_addresses()
-        assert await in_thread(exchange, address) == messages
+        assert await in_thread(exchange_all, protocol, address, messages) == messages
 
 
 async def test_hooks_set_on_the_instance_are_called(
