@@ -17,6 +17,7 @@ from typing import Any, TypeVar, TypeVarTuple, Unpack, get_args
 
 import sniffio
 
+from server_framework._signals import run_interruptible, signals_are_ours
 from server_framework.backend._abc import AsyncBackend, BackendName
 
 __all__ = ["current", "default_backend_name", "get_backend", "run"]
@@ -118,6 +119,7 @@ def run(
     main: Callable[[Unpack[_Ts]], Coroutine[Any, Any, _T]],
     *args: *_Ts,
     backend: BackendName | None = None,
+    handle_signals: bool = True,
 ) -> _T:
     """Run ``main(*args)`` to completion in a new event loop and return its result.
 
@@ -125,10 +127,22 @@ def run(
     ``loop_factory=uvloop.new_event_loop``, trio with ``trio.run``. When it returns, the loop is
     closed and its worker threads (asyncio's default executor) are joined.
 
+    Ctrl-C and SIGTERM, as the command line handles them: in the main thread, unless the
+    program installed its own handlers (or ``handle_signals`` is False), the first SIGINT or
+    SIGTERM stops every server serving in this run gracefully (no new connection; requests in
+    progress get the server's ``shutdown_timeout`` to finish) and ``main`` goes on from its
+    ``serve_forever``; with no server serving, ``main`` is cancelled. After a SIGINT, ``run``
+    then raises ``SystemExit(130)``: the program ends with the code a shell expects of an
+    interrupted program, without a ``KeyboardInterrupt`` traceback. A second Ctrl-C exits at
+    once (130), even if a handler blocks the loop. After a SIGTERM, ``run`` returns ``main``'s
+    result (``SystemExit(143)`` if ``main`` was cancelled).
+
     Args:
         main: The coroutine function to run.
         *args: Positional arguments for ``main``.
         backend: The loop to use; None means `default_backend_name()`.
+        handle_signals: Handle SIGINT and SIGTERM as above (main thread only); False leaves
+            Python's default behaviour (``KeyboardInterrupt``).
 
     Returns:
         What ``main`` returns.
@@ -136,10 +150,32 @@ def run(
     Raises:
         ValueError: Unknown backend name.
         RuntimeError: Called while an event loop is running in this thread.
+        SystemExit: After Ctrl-C (130), or a SIGTERM that found no server to stop (143).
         Exception: Whatever ``main`` raises.
     """
     name = default_backend_name() if backend is None else backend
     get_backend(name)  # validates the name and imports the loop's library
+    signums = signals_are_ours() if handle_signals else ()
+    if signums:
+        outcome = _run(name, _interruptible, (main, args, signums))
+        result, exit_code = outcome
+        if exit_code is not None:
+            raise SystemExit(exit_code)
+        return result  # type: ignore[no-any-return]
+    return _run(name, main, args)
+
+
+async def _interruptible(
+    main: Callable[..., Coroutine[Any, Any, Any]], args: tuple[Any, ...], signums: tuple[int, ...]
+) -> tuple[Any, int | None]:
+    return await run_interruptible(current(), main, args, signums)
+
+
+def _run(
+    name: BackendName,
+    main: Callable[[Unpack[_Ts]], Coroutine[Any, Any, _T]],
+    args: tuple[*_Ts],
+) -> _T:
     if name == "trio":
         from server_framework.backend import _trio  # noqa: PLC0415
 

@@ -36,6 +36,7 @@ from protocols import (
     StreamProtocol,
     StringSerializer,
 )
+from server_framework._shadow import hidden_user_module
 from server_framework.cli.exits import EXIT_USAGE, StartupError, os_error_reason
 from server_framework.cli.settings import Settings
 
@@ -62,6 +63,9 @@ def _import(spec: str, what: str) -> tuple[Any, bool]:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:  # SyntaxError, ImportError, whatever the module raises
+        hidden = isinstance(exc, ImportError) and hidden_user_module(exc.name or "")
+        if hidden:  # the module imports `handlers` or `protocols`, meaning a file of its own
+            raise StartupError(f"{what} {spec}: {hidden}") from exc
         message = f"{what} {spec}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
         raise StartupError(message) from exc
     path = module_name
@@ -69,6 +73,9 @@ def _import(spec: str, what: str) -> tuple[Any, bool]:
         try:
             obj = getattr(obj, part)
         except AttributeError as exc:
+            hidden = hidden_user_module(module_name)
+            if hidden:
+                raise StartupError(f"{what} {spec}: {hidden}") from exc
             raise StartupError(f"{what} {spec}: {path!r} has no attribute {part!r}") from exc
         path = f"{path}.{part}"
     return obj, call

@@ -121,7 +121,16 @@ def _start(settings: Settings, activated: list[int], listeners: Listeners) -> in
     app = load_app(settings, listeners.kinds(settings))
     bind(listeners, settings)
     logger.info("listening", listeners=listeners.names)
-    return run(serve, settings, app, listeners, _log_ready, True, backend=settings.backend)
+    return run(
+        serve,
+        settings,
+        app,
+        listeners,
+        _log_ready,
+        True,
+        backend=settings.backend,
+        handle_signals=False,
+    )
 
 
 def _log_ready() -> None:
@@ -160,7 +169,16 @@ def _start_worker(spec: WorkerSpec, listeners: Listeners) -> int:
         notify_ready(spec.ready_fd)
         logger.info("ready", backend=settings.backend)
 
-    return run(serve, settings, app, listeners, ready, False, backend=settings.backend)
+    return run(
+        serve,
+        settings,
+        app,
+        listeners,
+        ready,
+        False,
+        backend=settings.backend,
+        handle_signals=False,
+    )
 
 
 def _guarded(settings: Settings, failure: str, start: Callable[[Listeners], int]) -> int:

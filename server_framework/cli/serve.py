@@ -19,12 +19,13 @@ from typing import Any, Final
 
 import structlog
 
+from server_framework._signals import watch_signals
 from server_framework.backend import current
 from server_framework.cli.app import App
 from server_framework.cli.exits import EXIT_OK, EXIT_STARTUP, StartupError, report
 from server_framework.cli.listeners import Listeners
 from server_framework.cli.settings import Settings
-from server_framework.cli.signals import stop_on_signal, stopped_early, watch_signals
+from server_framework.cli.signals import stop_on_signal, stopped_early
 from server_framework.servers import AsyncDatagramServerBase, AsyncStreamServerBase
 
 __all__ = ["proxy_protocol_options", "serve"]

@@ -6,40 +6,27 @@ Three stages, one strategy each:
   :func:`stopped_early`); serving then stops as soon as it starts, and the parent of
   ``--workers`` does not start them.
 - While serving, the event loop's own signal API delivers the signal in the loop
-  (:func:`watch_signals`: ``loop.add_signal_handler`` on asyncio and uvloop,
-  ``trio.open_signal_receiver`` on trio, chosen by :func:`server_framework._loops.is_trio`).
-  That is the one place above the backend layer that names a loop; each is imported only
-  when it runs. :func:`stop_on_signal` sets the stop event and logs it.
-- After the first signal, SIGINT gets a plain ``signal.signal`` handler
-  (:func:`force_exit_handler`) that bypasses the loop, so a second Ctrl-C exits at once (130)
+  (``watch_signals`` of ``server_framework._signals``, which
+  :func:`server_framework.run` uses for scripts too: ``loop.add_signal_handler`` on asyncio
+  and uvloop, ``trio.open_signal_receiver`` on trio). :func:`stop_on_signal` sets the stop
+  event and logs it.
+- After the first signal, SIGINT gets a plain ``signal.signal`` handler (the same module's
+  ``force_exit_handler``) that bypasses the loop, so a second Ctrl-C exits at once (130)
   even if a handler has blocked the event loop.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
-import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Final
 
 import structlog
 
-from server_framework._loops import is_trio
-from server_framework.backend import AsyncBackend, Event
-from server_framework.cli.exits import EXIT_FORCED
-from server_framework.log import resolve_format
+from server_framework._signals import force_exit_handler
+from server_framework.backend import Event
 
-__all__ = [
-    "catch_early_sigterm",
-    "force_exit_handler",
-    "stop_on_signal",
-    "stopped_early",
-    "watch_signals",
-]
+__all__ = ["catch_early_sigterm", "stop_on_signal", "stopped_early"]
 
 logger: Final = structlog.get_logger(__name__)
 
@@ -60,26 +47,6 @@ def catch_early_sigterm() -> None:
 def stopped_early() -> bool:
     """True if SIGTERM arrived while :func:`catch_early_sigterm`'s handler was in place."""
     return _early_stop
-
-
-def force_exit_handler(log_format: str | None) -> Callable[[int, object], None]:
-    """The handler of a second SIGINT: exit now (130), even if the event loop is blocked.
-
-    It writes its line with ``os.write``: a logger's lock may be held by the code it interrupts.
-    """
-    event = "second SIGINT: exiting without waiting for requests in progress"
-    as_json = resolve_format(log_format, sys.stderr) == "json"
-
-    def force_exit(signum: int, frame: object) -> None:
-        if as_json:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            line = json.dumps({"timestamp": stamp, "level": "warning", "event": event})
-        else:
-            line = f"[warning  ] {event}"
-        os.write(2, line.encode() + b"\n")
-        os._exit(EXIT_FORCED)
-
-    return force_exit
 
 
 def stop_on_signal(
@@ -110,36 +77,3 @@ def stop_on_signal(
         stop.set()
 
     return on_signal
-
-
-@contextlib.asynccontextmanager
-async def watch_signals(
-    backend: AsyncBackend, on_signal: Callable[[int], None], signums: tuple[int, ...]
-) -> AsyncIterator[None]:
-    """Call ``on_signal(signum)`` in the loop when one of ``signums`` arrives, while inside."""
-    if is_trio(backend):
-        import trio  # noqa: PLC0415  (imported only when trio runs)
-
-        with trio.open_signal_receiver(*signums) as receiver:
-            async with trio.open_nursery() as nursery:
-
-                async def watch() -> None:
-                    async for signum in receiver:
-                        on_signal(signum)
-
-                nursery.start_soon(watch)
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()
-        return
-    import asyncio  # noqa: PLC0415  (asyncio and uvloop)
-
-    loop = asyncio.get_running_loop()
-    for signum in signums:
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        yield
-    finally:
-        for signum in signums:
-            loop.remove_signal_handler(signum)

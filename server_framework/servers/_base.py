@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, Self, TypeVar
 import structlog
 
 from server_framework import engine
+from server_framework._signals import serving
 from server_framework.backend import AsyncBackend, Event, current
 from server_framework.log import ensure_logging
 from server_framework.sockets import Address, UnixSocketFile, check_adopted, normalize_address
@@ -172,7 +173,8 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             backend=self.backend().name,
         )
         try:
-            await self._listener.serve(self._stop_event)
+            with serving(self):  # Ctrl-C under server_framework.run() stops it gracefully
+                await self._listener.serve(self._stop_event)
         finally:
             self._serving = False
             self._close_sockets()
@@ -191,6 +193,10 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         if self._serving:
             assert self._stopped_event is not None
             await self._stopped_event.wait()
+
+    def _grace(self) -> float:
+        """How long requests in progress may take to finish once shutdown starts."""
+        return self._options.shutdown_timeout
 
     def _request_shutdown(self) -> None:
         """Ask ``serve_forever`` to stop, without waiting (call it in the loop's thread)."""
