@@ -1,8 +1,8 @@
 """``python -m benchmarks --instructions``: instructions per request, counted by callgrind.
 
-Time on a shared 2-core machine moves by 10-30 % from one run to the next; the number of
-instructions a server executes to answer the same requests hardly moves at all. So this mode
-runs each server under valgrind's callgrind (``valgrind --tool=callgrind
+Time on a shared machine with few cores (2 vCPUs, say) moves by 10-30 % from one run to the
+next; the number of instructions a server executes to answer the same requests hardly moves at
+all. So this mode runs each server under valgrind's callgrind (``valgrind --tool=callgrind
 --callgrind-out-file=FILE python -m benchmarks.servers.X ...``), has the suite's own blocking
 client (:mod:`benchmarks.generators.instructions`) send it N requests, stops it, and reads the
 total of instructions from FILE; then the same with 2N requests in a fresh process. Start-up,
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.generators import instructions as client
+from benchmarks.machine import describe as describe_machine
 from benchmarks.messages import Framing
 from benchmarks.report import _table
 from benchmarks.runner import (
@@ -277,8 +278,8 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
     lines.append(
         "Instructions per request, counted by valgrind's callgrind: (Ir total of a server that "
         "served 2N requests - Ir total of one that served N) / N; ratio to the raw baseline of "
-        f"the same workload in this run. Engine: {s['engine']}. Python "
-        f"{results['machine']['python']}, {results['machine'].get('valgrind') or 'valgrind'}."
+        f"the same workload in this run. Engine: {s['engine']}. Machine: "
+        f"{describe_machine(results['machine'])}."
     )
     lines += [f"- note: {n}" for n in results["notes"]]
     lines.append("")

@@ -8,11 +8,14 @@ per server and workload, server CPU time per request, memory per idle connection
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.machine import describe as describe_machine
 
 # -- summary -------------------------------------------------------------------------------
 
@@ -311,6 +314,11 @@ def targets_table(targets: list[dict[str, Any]], markdown: bool) -> list[str]:
     return _table(["target", "server", "measured", "verdict"], rows, markdown)
 
 
+def machine_line(results: dict[str, Any]) -> str:
+    """``Machine: ...``, the facts the run read from the machine (see ``benchmarks.machine``)."""
+    return f"Machine (read from it at run time): {describe_machine(results['machine'])}."
+
+
 def render(results: dict[str, Any], markdown: bool = False) -> str:
     """Every table, as terminal text or Markdown."""
     summary = results["summary"]
@@ -322,9 +330,9 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
         f"{s['rounds']} round(s) of {s['duration']:g} s after {s['warmup']:g} s warm-up; "
         f"{s['connections']} connections; median of rounds; ratios to "
         f"{results['baselines']['tcp']} (TCP) / {results['baselines']['udp']} (UDP) "
-        f"measured in the same round. Machine: {results['machine']['cpus']} CPUs, "
-        f"Python {results['machine']['python']}."
+        "measured in the same round."
     )
+    lines.append(machine_line(results))
     lines += [f"- note: {n}" for n in results["notes"]]
     lines.append("")
     for workload in summary:
@@ -356,65 +364,344 @@ def render(results: dict[str, Any], markdown: bool = False) -> str:
 
 # -- chart ---------------------------------------------------------------------------------
 
+#: Colours run on a log scale of the ratio to the baseline, from 1/RATIO_SPAN to RATIO_SPAN
+#: (beyond: the end colours); white is 1.0, the baseline's own figure.
+RATIO_SPAN = 4.0
+#: Diverging map: blue is better than the baseline, red worse, in every panel.
+CMAP = "RdBu"
+MISSING_COLOUR = "#d4d4d4"
+OURS_PREFIX = "sf-"
+OURS_BAND = "#ffe9a8"
 
-def chart(results: dict[str, Any], path: Path) -> bool:
-    """Write the PNG chart; False (and nothing written) when matplotlib is missing."""
-    try:
-        import matplotlib  # noqa: PLC0415
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-        from matplotlib.colors import LogNorm  # noqa: PLC0415
-    except ImportError:
-        return False
+def is_ours(server: str) -> bool:
+    """A server_framework row (``sf-*``, either engine)."""
+    return server.startswith(OURS_PREFIX)
+
+
+def score(ratio: float | None, higher_is_better: bool) -> float | None:
+    """The colour value of a ratio to the baseline: -1 (worst) .. 0 (equal) .. 1 (best).
+
+    log(ratio) / log(RATIO_SPAN), clipped, negated where lower is better (CPU, memory), so that
+    "better than the baseline" has the same sign, and the same colour, in every panel.
+    """
+    if ratio is None or ratio <= 0 or ratio != ratio:  # missing, nonsense or NaN
+        return None
+    value = math.log(ratio) / math.log(RATIO_SPAN)
+    value = max(-1.0, min(1.0, value))
+    return value if higher_is_better else -value
+
+
+@dataclass
+class Grid:
+    """One heat map: a row per server, a column per workload, each cell a ratio to the
+    baseline of its column (same round), its colour value and its median figure."""
+
+    title: str
+    subtitle: str
+    colorbar: str
+    higher_is_better: bool
+    columns: list[str]
+    labels: list[str]
+    rows: list[str]
+    ratios: list[list[float | None]]
+    scores: list[list[float | None]]
+    figures: list[list[str]]
+    marks: list[list[str]]
+
+
+#: A column of a heat map: workload, key of the ratio, key of the ``*`` mark, the figure shown.
+_Column = tuple[str, str, str, Callable[[dict[str, Any]], str]]
+
+
+def _rate(value: float | None, unit: str) -> str:
+    return "" if value is None else f"{_num(value)} {unit}"
+
+
+def chart_grids(results: dict[str, Any]) -> list[Grid]:
+    """The chart's heat maps, from ``results`` (summary included): throughput, then cost.
+
+    Every cell is coloured by its own ratio to its column's baseline in the same round (the
+    summary's ``ratio`` and ``cpu_ratio``), never by an absolute figure: a server at 2x the
+    baseline's CPU per request has one colour whether the request costs 1 us or 100 us.
+    Cost: server CPU per request (per connection for churn), and memory per idle connection.
+    """
     summary = results["summary"]
     kinds = {w: results["workloads"][w]["kind"] for w in summary}
     rate_w = [w for w in summary if kinds[w] != "idle"]
     idle_w = [w for w in summary if kinds[w] == "idle"]
     servers = _servers(summary, results["servers"])
 
-    def grid(workloads: list[str], key: str) -> list[list[float]]:
-        return [
-            [(summary[w].get(s) or {}).get(key) or float("nan") for w in workloads] for s in servers
-        ]
+    def label(workload: str) -> str:
+        reference = results["workloads"][workload].get("reference")
+        return f"{workload} (\N{DIVISION SIGN} {reference})" if reference else workload
 
-    panels = 2 + (1 if idle_w else 0)
-    width = max(8.0, 1.1 * len(rate_w) + 3)
-    fig, axes = plt.subplots(
-        1,
-        panels,
-        figsize=(width * 2 + (5 if idle_w else 0), 0.45 * len(servers) + 3),
-        gridspec_kw={"width_ratios": [width, width, *([4] if idle_w else [])]},
+    def build(
+        title: str, subtitle: str, colorbar: str, higher: bool, columns: list[_Column]
+    ) -> Grid:
+        ratios: list[list[float | None]] = []
+        scores: list[list[float | None]] = []
+        figures: list[list[str]] = []
+        marks: list[list[str]] = []
+        for server in servers:
+            r_row: list[float | None] = []
+            s_row: list[float | None] = []
+            f_row: list[str] = []
+            m_row: list[str] = []
+            for workload, key, mark_key, shown in columns:
+                f = summary[workload].get(server)
+                ratio = f.get(key) if f else None
+                r_row.append(ratio)
+                s_row.append(score(ratio, higher))
+                if f and not f.get("rounds_ok", 1) and f.get("rounds"):
+                    f_row.append("FAILED")
+                else:
+                    f_row.append(shown(f) if f else "")
+                m_row.append("*" if f and mark_key and f.get(mark_key) and ratio else "")
+            ratios.append(r_row)
+            scores.append(s_row)
+            figures.append(f_row)
+            marks.append(m_row)
+        return Grid(
+            title=title,
+            subtitle=subtitle,
+            colorbar=colorbar,
+            higher_is_better=higher,
+            columns=[c[0] for c in columns],
+            labels=[label(c[0]) for c in columns],
+            rows=servers,
+            ratios=ratios,
+            scores=scores,
+            figures=figures,
+            marks=marks,
+        )
+
+    def rate_of(workload: str) -> Callable[[dict[str, Any]], str]:
+        unit = results["workloads"][workload]["unit"]
+        return lambda f: _rate(f.get("value"), unit)
+
+    base = results["baselines"]
+    throughput = build(
+        "Throughput \N{DIVISION SIGN} baseline",
+        f"{base['tcp']} for TCP, {base['udp']} for UDP, in the same round; higher is better",
+        "ratio: higher is better",
+        True,
+        [(w, "ratio", "client_bound", rate_of(w)) for w in rate_w],
     )
-    for ax, key, title, norm, cmap, fmt in (
-        (axes[0], "ratio", "throughput / baseline (same round)", LogNorm(0.03, 2.0), "RdYlGn",
-         lambda v: f"{v:.2f}"),
-        (axes[1], "cpu_us", "server CPU us per request", LogNorm(1, 1000), "RdYlGn_r",
-         lambda v: f"{v:.1f}" if v < 100 else f"{v:.0f}"),
-    ):  # fmt: skip
-        data = grid(rate_w, key)
-        ax.imshow(data, norm=norm, cmap=cmap, aspect="auto")
-        ax.set_xticks(range(len(rate_w)), rate_w, rotation=35, ha="right")
-        ax.set_yticks(range(len(servers)), servers)
-        ax.set_title(title)
-        for y, row in enumerate(data):
-            for x, value in enumerate(row):
-                if value == value:  # not NaN
-                    ax.text(x, y, fmt(value), ha="center", va="center", fontsize=8)
-    if idle_w:
-        ax = axes[2]
-        values = [(summary[idle_w[0]].get(s) or {}).get("value") or 0.0 for s in servers]
-        ax.barh(range(len(servers)), values, color="tab:blue")
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_yticks(range(len(servers)), servers)
-        ax.invert_yaxis()
-        ax.set_title("KiB per idle connection")
-        for y, value in enumerate(values):
-            if value:
-                ax.text(value, y, f" {value:.1f}", va="center", fontsize=8)
-    fig.suptitle(f"server_framework benchmarks, {results['started']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    cost_columns: list[_Column] = [
+        (w, "cpu_ratio", "", lambda f: _rate(f.get("cpu_us"), "us")) for w in rate_w
+    ] + [(w, "ratio", "", lambda f: _rate(f.get("value"), "KiB")) for w in idle_w]
+    cost = build(
+        "Server cost \N{DIVISION SIGN} baseline",
+        "CPU time per request (per connection for churn)"
+        + (", memory per idle connection" if idle_w else "")
+        + ", in the same round; lower is better",
+        "ratio: lower is better",
+        False,
+        cost_columns,
+    )
+    return [throughput, cost]
+
+
+def chart_legend(results: dict[str, Any]) -> str:
+    """The chart's one-line legend."""
+    return (
+        "Colour: ratio to the column's baseline, same round (blue better, red worse).  "
+        "Big: ratio; small: median.  *: client-bound.  -: not run.  Bold, framed: ours (sf-*)."
+    )
+
+
+def settings_line(results: dict[str, Any]) -> str:
+    s = results["settings"]
+    engine = f", engine {s['engine']}" if s.get("engine") else ""
+    return (
+        f"{s['rounds']} round(s) of {s['duration']:g} s after {s['warmup']:g} s warm-up, "
+        f"{s['connections']} connections{engine}; medians of the rounds"
+    )
+
+
+def _contrast(rgba: tuple[float, ...]) -> str:
+    """Black or white, whichever reads better on ``rgba``."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """(first, last) of every run of True in ``flags``."""
+    spans, start = [], None
+    for i, flag in enumerate([*flags, False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append((start, i - 1))
+            start = None
+    return spans
+
+
+def chart(results: dict[str, Any], path: Path) -> bool:
+    """Write the PNG chart; False (and nothing written) when matplotlib is missing, or when
+    there is nothing to draw.
+
+    Two heat maps (throughput; server CPU per request and memory per idle connection), every
+    cell coloured by its ratio to its column's baseline, with a colour scale each, our rows
+    framed, a legend line under the title and the machine's facts (from ``results``) below.
+    """
+    try:
+        import matplotlib  # noqa: PLC0415
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+        from matplotlib.cm import ScalarMappable  # noqa: PLC0415
+        from matplotlib.colors import Normalize  # noqa: PLC0415
+        from matplotlib.patches import Rectangle  # noqa: PLC0415
+    except ImportError:
+        return False
+    import textwrap  # noqa: PLC0415
+
+    grids = [g for g in chart_grids(results) if g.columns]
+    rows = grids[0].rows if grids else []
+    if not rows:
+        return False
+    cmap = plt.get_cmap(CMAP)
+    norm = Normalize(-1.0, 1.0)
+
+    # The layout, in inches: a label column, the heat maps stacked, a colour bar each.
+    cell_w, cell_h = 1.05, 0.46
+    label_w = 0.3 + 0.085 * max((len(r) for r in rows), default=8)
+    columns = max(len(g.columns) for g in grids)
+    header_h = 0.75 + 0.04 * max((len(lab) for g in grids for lab in g.labels), default=8)
+    title_h, legend_h, footer_h, gap_h = 0.45, 0.3, 0.75, 0.3
+    bar_w, bar_gap, bar_label_w, right = 0.17, 0.15, 1.2, 0.25
+    legend = chart_legend(results)
+    min_w = 0.075 * len(legend) + 0.4  # the legend fits on its line (9 pt)
+    fixed_w = label_w + bar_gap + bar_w + bar_label_w + right
+    cell_w = min(1.5, max(cell_w, (min_w - fixed_w) / max(columns, 1)))
+    fig_w = max(min_w, fixed_w + cell_w * columns)
+    left = label_w + max(0.0, (fig_w - fixed_w - cell_w * columns) / 2)  # centred
+    panel_h = header_h + cell_h * len(rows)
+    fig_h = title_h + legend_h + len(grids) * panel_h + (len(grids) - 1) * gap_h + footer_h
+    fig = plt.figure(figsize=(fig_w, fig_h))
+
+    def box(
+        left: float, top: float, width: float, height: float
+    ) -> tuple[float, float, float, float]:
+        return (left / fig_w, 1 - (top + height) / fig_h, width / fig_w, height / fig_h)
+
+    # Numbers sized to the cell: the ratio on two thirds of its height, the figure below.
+    cell_pt = min(cell_h * 72 / 2.6, cell_w * 72 / 5.0)
+    big, small = max(7.0, min(13.0, cell_pt)), max(6.0, min(10.0, cell_pt * 0.75))
+    label_pt = max(8.0, min(11.0, cell_h * 72 / 3.0))
+
+    top = title_h + legend_h
+    for grid in grids:
+        width = cell_w * len(grid.columns)
+        ax = fig.add_axes(box(left, top + header_h, width, cell_h * len(rows)))
+        colours = [
+            [
+                cmap(norm(v)) if v is not None else matplotlib.colors.to_rgba(MISSING_COLOUR)
+                for v in row
+            ]
+            for row in grid.scores
+        ]
+        ax.imshow(colours, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(len(grid.columns)))
+        ax.set_xticklabels(
+            grid.labels, rotation=30, ha="left", rotation_mode="anchor", fontsize=label_pt
+        )
+        ax.xaxis.tick_top()
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(rows, fontsize=label_pt)
+        ax.tick_params(length=0)
+        ax.set_xticks([x - 0.5 for x in range(1, len(grid.columns))], minor=True)
+        ax.set_yticks([y - 0.5 for y in range(1, len(rows))], minor=True)
+        ax.grid(which="minor", color="white", linewidth=1.5)
+        ax.tick_params(which="minor", length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        for tick, server in zip(ax.get_yticklabels(), rows, strict=True):
+            if is_ours(server):
+                tick.set_fontweight("bold")
+                tick.set_bbox({"facecolor": OURS_BAND, "edgecolor": "none", "pad": 1.5})
+        for first, last in _runs([is_ours(r) for r in rows]):
+            ax.add_patch(
+                Rectangle(
+                    (-0.5, first - 0.5),
+                    len(grid.columns),
+                    last - first + 1,
+                    fill=False,
+                    edgecolor="black",
+                    linewidth=2.2,
+                    clip_on=False,
+                    zorder=3,
+                )
+            )
+        for y, row in enumerate(grid.ratios):
+            for x, ratio in enumerate(row):
+                ink = _contrast(colours[y][x])
+                main = "-" if ratio is None else f"{ratio:.2f}x{grid.marks[y][x]}"
+                ax.text(
+                    x,
+                    y - 0.12,
+                    main,
+                    ha="center",
+                    va="center",
+                    fontsize=big,
+                    fontweight="bold" if is_ours(rows[y]) else "normal",
+                    color=ink,
+                )
+                if grid.figures[y][x]:
+                    ax.text(
+                        x,
+                        y + 0.27,
+                        grid.figures[y][x],
+                        ha="center",
+                        va="center",
+                        fontsize=small,
+                        color=ink,
+                    )
+        title_y = 1 - (top + 0.05) / fig_h
+        fig.text(
+            0.15 / fig_w, title_y, grid.title, ha="left", va="top", fontsize=12, fontweight="bold"
+        )
+        fig.text(
+            0.15 / fig_w,
+            title_y - 0.24 / fig_h,
+            grid.subtitle,
+            ha="left",
+            va="top",
+            fontsize=9.5,
+            color="#333333",
+        )
+        # The colour scale: ratios as tick labels, better at the top in both panels.
+        cax = fig.add_axes(box(left + width + bar_gap, top + header_h, bar_w, cell_h * len(rows)))
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, extend="both")
+        ticks = [r for r in (0.25, 0.5, 1.0, 2.0, 4.0) if 1 / RATIO_SPAN <= r <= RATIO_SPAN]
+        bar.set_ticks([score(r, grid.higher_is_better) or 0.0 for r in ticks])
+        bar.set_ticklabels([f"{r:g}x" for r in ticks])
+        bar.ax.tick_params(labelsize=label_pt - 1)
+        bar.set_label(grid.colorbar, fontsize=label_pt - 1)
+        top += panel_h + gap_h
+
+    fig.text(
+        0.5,
+        1 - 0.25 / fig_h,
+        f"server_framework benchmarks, {results['started']}",
+        ha="center",
+        va="center",
+        fontsize=14,
+        fontweight="bold",
+    )
+    fig.text(
+        0.5, 1 - (title_h + legend_h / 2) / fig_h, legend, ha="center", va="center", fontsize=9
+    )
+    footer = textwrap.fill(
+        f"{machine_line(results)} {settings_line(results)}.",
+        width=int((fig_w - 0.3) / 0.072),
+    )
+    fig.text(
+        0.012, (footer_h - 0.15) / fig_h, footer, ha="left", va="top", fontsize=8.5, color="#333333"
+    )
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
@@ -492,3 +779,47 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> str:
                "old CPU us", "new CPU us", "CPU change"]  # fmt: skip
     title = f"Change from {old['started']} to {new['started']} (median figures):"
     return "\n".join([title, *_table(headers, rows, markdown=False)]) + "\n"
+
+
+# -- re-rendering a saved run --------------------------------------------------------------
+
+
+def rerender(path: Path, directory: Path | None = None) -> list[Path]:
+    """Write ``<stem>.md`` (and for a timed run ``<stem>.png``) again from a saved
+    ``<stem>.json``, into ``directory`` (default: beside it); the JSON is left as it is."""
+    results = read(path)
+    directory = path.parent if directory is None else directory
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown = directory / f"{path.stem}.md"
+    if results.get("mode") == "instructions":
+        from benchmarks import instructions  # noqa: PLC0415 (it imports this module)
+
+        markdown.write_text(instructions.render(results, markdown=True))
+        return [markdown]
+    finish_loaded(results)
+    markdown.write_text(render(results, markdown=True))
+    png = directory / f"{path.stem}.png"
+    return [markdown, png] if chart(results, png) else [markdown]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.report RESULTS.json ...``: the Markdown and the chart again."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.report",
+        description="Write the Markdown report and the PNG chart of saved runs again, from "
+        "their JSON (which is left as it is), and print each run's machine line.",
+    )
+    parser.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
+    parser.add_argument("--output-dir", type=Path, help="where to write (default: beside each)")
+    args = parser.parse_args(argv)
+    for path in args.results:
+        written = rerender(path, args.output_dir)
+        print(f"{path}: {machine_line(read(path))}")
+        print("written: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from benchmarks.generators import dnsperf, redis_benchmark, suite
+from benchmarks.machine import facts as machine_facts
 from benchmarks.servers import (
     BASELINES,
     PURE_ENV,
@@ -595,23 +596,10 @@ def tool_notes() -> list[str]:
 
 
 def machine() -> dict[str, Any]:
-    import platform  # noqa: PLC0415
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    def package(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
+    """The machine's facts, read from it now (:func:`benchmarks.machine.facts`), and the
+    versions of the C load generators."""
     return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "packages": {
-            name: package(name)
-            for name in ("uvloop", "trio", "easynetwork", "structlog", "msgspec")
-        },
+        **machine_facts(),
         "redis-benchmark": redis_benchmark.version(),
         "dnsperf": dnsperf.version(),
     }

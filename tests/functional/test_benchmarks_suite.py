@@ -97,6 +97,9 @@ def test_results_have_the_documented_shape(quick_run: dict[str, Any]) -> None:
                 "runs", "summary", "targets", "checks_passed", "server_pids"):  # fmt: skip
         assert key in results, key
     assert results["settings"]["quick"] is True
+    for key in ("cpus", "cpu_affinity", "cpu_model", "memory_kib", "kernel", "python", "packages",
+                "load_before"):  # fmt: skip
+        assert key in results["machine"], key  # read from the machine (test_benchmarks_report)
     assert results["baselines"] == {"tcp": "uvloop-protocol", "udp": "uvloop-datagram"}
     assert set(results["summary"]) == set(WORKLOADS)
     for workload, per_server in results["summary"].items():
@@ -127,6 +130,7 @@ def test_outputs_are_written(quick_run: dict[str, Any]) -> None:
     markdown = stem.with_suffix(".md").read_text()
     assert "| server |" in markdown
     assert "Targets" in markdown
+    assert "Machine (read from it at run time): " in markdown
     assert "Targets" in quick_run["proc"].stdout
     if HAVE_MATPLOTLIB:
         assert stem.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
