@@ -25,7 +25,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, ParamSpec, Self, TypeVar
 
-from server_framework.backend import AsyncBackend, current
+import sniffio
+
+from server_framework.backend import AsyncBackend, BackendName, current, get_backend
 
 __all__ = ["AsyncExecutor"]
 
@@ -48,22 +50,61 @@ class AsyncExecutor(Generic[_ExecutorT]):
     In a request handler, enter it on the ``service_init`` exit stack so the pool lives as long
     as the server: ``await exit_stack.enter_async_context(AsyncExecutor(pool))``.
 
-    Each call runs in a copy of the caller's `contextvars` context, except with a
-    `~concurrent.futures.ProcessPoolExecutor`: a context cannot be sent to another process
-    (there, as always, use module-level functions and picklable arguments).
+    Each call runs in a copy of the caller's `contextvars` context (in which sniffio sees no
+    event loop: the worker thread runs none), except with a
+    `~concurrent.futures.ProcessPoolExecutor` or ``handle_contexts=False``: a context cannot be
+    sent to another process (there, as always, use module-level functions and picklable
+    arguments).
+
+    The signature is EasyNetwork's (``AsyncExecutor(executor, backend=None, *,
+    handle_contexts=True)``), as are `run`, `map`, `shutdown`, `shutdown_nowait`, `backend`
+    and `wrapped`.
 
     Args:
         executor: The executor to run calls in. `AsyncExecutor` shuts it down on exit.
-        backend: The backend of the loop that awaits the calls; None means
-            `server_framework.backend.current()`, looked up at first use.
+        backend: The backend of the loop that awaits the calls, or its name (``"asyncio"``,
+            ``"uvloop"``, ``"trio"``); None means the running loop's
+            (`server_framework.backend.current()`), found now if a loop runs in this thread,
+            else at first use.
+        handle_contexts: Run each call in a copy of the caller's context (the default); False
+            for executors that cannot take one.
+
+    Raises:
+        TypeError: ``executor`` is not a `concurrent.futures.Executor`, or ``backend`` is
+            neither an `AsyncBackend`, a backend name nor None.
+        ValueError: Unknown backend name.
     """
 
     __slots__ = ("_backend", "_copy_context", "_executor")
 
-    def __init__(self, executor: _ExecutorT, backend: AsyncBackend | None = None) -> None:
+    def __init__(
+        self,
+        executor: _ExecutorT,
+        backend: AsyncBackend | BackendName | None = None,
+        *,
+        handle_contexts: bool = True,
+    ) -> None:
+        if not isinstance(executor, concurrent.futures.Executor):
+            raise TypeError(
+                f"AsyncExecutor wraps a concurrent.futures.Executor, not {type(executor).__name__}"
+            )
+        if isinstance(backend, str):
+            backend = get_backend(backend)
+        elif backend is None:
+            try:
+                backend = current()
+            except RuntimeError:  # no loop in this thread (yet): found at first use
+                backend = None
+        elif not isinstance(backend, AsyncBackend):
+            raise TypeError(
+                "backend must be an AsyncBackend, a backend name ('asyncio', 'uvloop', "
+                f"'trio') or None, not {type(backend).__name__}"
+            )
         self._executor = executor
-        self._backend = backend
-        self._copy_context = not isinstance(executor, concurrent.futures.ProcessPoolExecutor)
+        self._backend: AsyncBackend | None = backend
+        self._copy_context = bool(handle_contexts) and not isinstance(
+            executor, concurrent.futures.ProcessPoolExecutor
+        )
 
     @property
     def wrapped(self) -> _ExecutorT:
@@ -75,7 +116,9 @@ class AsyncExecutor(Generic[_ExecutorT]):
     ) -> concurrent.futures.Future[_T]:
         if self._copy_context:
             # One copy per call: a Context cannot be entered by two threads at once.
-            return self._executor.submit(contextvars.copy_context().run, fn, *args, **kwargs)
+            context = contextvars.copy_context()
+            context.run(sniffio.current_async_library_cvar.set, None)
+            return self._executor.submit(context.run, fn, *args, **kwargs)
         return self._executor.submit(fn, *args, **kwargs)
 
     def _get_backend(self) -> AsyncBackend:
@@ -83,6 +126,19 @@ class AsyncExecutor(Generic[_ExecutorT]):
         if backend is None:
             backend = self._backend = current()
         return backend
+
+    def backend(self) -> AsyncBackend:
+        """The backend of the loop that awaits the calls; callable from any thread.
+
+        A worker thread (or a `~server_framework.backend.ThreadsPortal` caller) can use it to
+        reach the loop, e.g. ``executor.backend().create_threads_portal()`` from the loop, or
+        its name and clock.
+
+        Raises:
+            RuntimeError: No backend was given and the executor was neither made nor used in
+                a running loop yet, and none runs in this thread.
+        """
+        return self._get_backend()
 
     async def run(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """Run ``fn(*args, **kwargs)`` in the executor and return its result.
@@ -150,27 +206,24 @@ class AsyncExecutor(Generic[_ExecutorT]):
         """
         self._executor.shutdown(wait=False, cancel_futures=cancel_futures)
 
-    async def __aenter__(self) -> Self:
-        """Return self (and find the backend, if it was not given)."""
-        self._get_backend()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+    async def shutdown(self, *, cancel_futures: bool = False) -> None:
         """Shut the executor down and wait for its running calls, off the event loop.
 
-        The blocking ``shutdown(wait=True)`` runs in a thread of its own (named
-        ``AsyncExecutor.shutdown``), not in the backend's pool, which blocking handlers may keep
-        busy.
+        Calls made after it raise `RuntimeError`. The blocking ``shutdown(wait=True)`` runs in
+        a thread of its own (named ``AsyncExecutor.shutdown``), not in the backend's pool,
+        which blocking handlers may keep busy.
+
+        Args:
+            cancel_futures: Also drop the calls not started yet (the running ones are always
+                waited for).
 
         Cancellation:
-            If the block exits because of a cancellation, or a cancellation arrives while
-            waiting, calls not started yet are dropped (``cancel_futures=True``); the calls
-            already running are still waited for (so no thread outlives the block), then the
-            cancellation propagates.
+            A cancellation while waiting drops the calls not started yet, still waits for the
+            running ones (so no thread outlives the call), then propagates.
         """
         backend = self._get_backend()
         cancelled_exc_class = backend.get_cancelled_exc_class()
-        if exc_type is not None and issubclass(exc_type, cancelled_exc_class):
+        if cancel_futures:
             self._executor.shutdown(wait=False, cancel_futures=True)
         done = self._shutdown_in_thread()
         try:
@@ -180,6 +233,17 @@ class AsyncExecutor(Generic[_ExecutorT]):
             self._executor.shutdown(wait=False, cancel_futures=True)
             await backend.cancel_shielded(backend._wait_future, done, False)
             raise
+
+    async def __aenter__(self) -> Self:
+        """Return self (and find the backend, if it was not given)."""
+        self._get_backend()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """`shutdown`: wait for the running calls; after a cancellation, drop the queued ones."""
+        cancelled_exc_class = self._get_backend().get_cancelled_exc_class()
+        cancelled = exc_type is not None and issubclass(exc_type, cancelled_exc_class)
+        await self.shutdown(cancel_futures=cancelled)
 
     def _shutdown_in_thread(self) -> concurrent.futures.Future[None]:
         """Start ``shutdown(wait=True)`` in a new thread; return a future for its end."""

@@ -70,7 +70,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     # Pass only the test's own arguments, as pytest's default implementation does.
     kwargs = {name: funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
     backend: BackendName = funcargs["backend_name"]
-    server_framework.run(_checked(functools.partial(test_fn, **kwargs), backend), backend=backend)
+    # Ctrl-C stays pytest's KeyboardInterrupt (not run()'s graceful stop and exit 130).
+    test = _checked(functools.partial(test_fn, **kwargs), backend)
+    server_framework.run(test, backend=backend, handle_signals=False)
     return True
 
 

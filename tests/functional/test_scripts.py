@@ -226,3 +226,26 @@ def test_a_port_in_use_names_transport_and_address(tmp_path: Path) -> None:
         f"server_framework.exceptions.BindError: tcp 127.0.0.1:{port}: cannot bind: "
         "Address already in use"
     )
+
+
+def test_a_handler_mistake_is_one_type_error_naming_the_fix(tmp_path: Path) -> None:
+    source = """
+        import server_framework as sf
+
+        class Hello(sf.StreamRequestHandler):
+            async def handle(self, client):
+                await client.send_packet("hello")  # no yield: not an async generator
+
+        async def main():
+            protocol = sf.StreamProtocol(sf.StringSerializer())
+            async with sf.AsyncTCPServer("127.0.0.1", 0, protocol, Hello()) as server:
+                await server.serve_forever()
+
+        sf.run(main)
+    """
+    with start(script(tmp_path, source)) as process:
+        assert process.wait() == 1
+    assert process.stderr[-1] == (
+        "TypeError: Hello.handle must be an async generator: write async def handle(self, "
+        "client) and receive each request with request = yield (it is async def without yield)"
+    )

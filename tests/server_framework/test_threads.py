@@ -356,3 +356,92 @@ def test_executor_created_outside_a_loop() -> None:
             return await executor.run(abs, -5)
 
     assert run(use, backend="trio") == 5
+
+
+# ------------------------------------------------------- AsyncExecutor: EasyNetwork's signature
+
+
+async def test_executor_backend_is_callable_from_its_worker_threads(
+    backend_name: BackendName,
+) -> None:
+    async with AsyncExecutor(ThreadPoolExecutor(1)) as executor:
+        assert executor.backend() is current()
+        # From a worker thread, where no loop runs: the backend found when it was made.
+        assert await executor.run(executor.backend) is current()
+        assert await executor.run(lambda: executor.backend().name) == backend_name
+
+
+async def test_executor_takes_a_backend_name(backend_name: BackendName) -> None:
+    async with AsyncExecutor(ThreadPoolExecutor(1), backend_name) as executor:
+        assert executor.backend() is current()
+        assert await executor.run(abs, -3) == 3
+
+
+def test_executor_rejects_a_wrong_backend_or_executor_at_once() -> None:
+    with pytest.raises(ValueError, match="curio"):
+        AsyncExecutor(ThreadPoolExecutor(1), "curio")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="AsyncBackend, a backend name"):
+        AsyncExecutor(ThreadPoolExecutor(1), 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"concurrent\.futures\.Executor, not list"):
+        AsyncExecutor([])  # type: ignore[type-var]
+
+
+def test_executor_backend_outside_a_loop_says_why() -> None:
+    executor = AsyncExecutor(ThreadPoolExecutor(1))
+    with pytest.raises(RuntimeError, match="no supported event loop"):
+        executor.backend()
+    executor.shutdown_nowait()
+
+
+async def test_executor_shutdown_then_run_fails(backend_name: BackendName) -> None:
+    executor = AsyncExecutor(ThreadPoolExecutor(1))
+    assert await executor.run(abs, -1) == 1
+    await executor.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await executor.run(abs, -1)
+
+
+async def test_executor_shutdown_can_drop_queued_calls(backend_name: BackendName) -> None:
+    executor = AsyncExecutor(ThreadPoolExecutor(1))
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        started.set()
+        release.wait(10)
+
+    running = executor.wrapped.submit(busy)
+    queued = executor.wrapped.submit(abs, -1)
+    await current().run_in_thread(started.wait, 10)
+
+    def release_once_dropped() -> None:  # the busy call ends only after the drop
+        deadline = time.monotonic() + 10
+        while not queued.cancelled() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        release.set()
+
+    releaser = threading.Thread(target=release_once_dropped)
+    releaser.start()
+    await executor.shutdown(cancel_futures=True)
+    releaser.join()
+    assert running.done()
+    assert queued.cancelled()
+
+
+async def test_executor_handle_contexts(backend_name: BackendName) -> None:
+    def seen() -> tuple[str, str | None]:
+        try:
+            import sniffio  # noqa: PLC0415
+
+            library: str | None = sniffio.current_async_library()
+        except Exception:
+            library = None
+        return request_id.get(), library
+
+    token = request_id.set("abc")
+    try:
+        async with AsyncExecutor(ThreadPoolExecutor(1)) as executor:
+            assert await executor.run(seen) == ("abc", None)  # no loop seen in the worker
+        async with AsyncExecutor(ThreadPoolExecutor(1), handle_contexts=False) as executor:
+            assert (await executor.run(seen))[0] == "unset"
+    finally:
+        request_id.reset(token)
