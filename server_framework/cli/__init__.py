@@ -13,7 +13,10 @@ What ``serve`` does, in order (``--help`` lists the options):
    never re-bound nor ``listen()``-ed, and their Unix socket files are never removed.
 4. With ``--workers N`` (N > 1): bind, then hand over to
    :class:`server_framework.cli.workers.Supervisor`.
-5. Otherwise: load the application (TARGET, the protocols, TLS), bind the listeners, and serve
+5. With ``--reload`` (development): bind, then hand over to
+   :class:`server_framework.cli.reload.Reloader`, which serves in a child process restarted
+   when the source changes.
+6. Otherwise: load the application (TARGET, the protocols, TLS), bind the listeners, and serve
    them in this process: every stream socket in one stream server and every datagram socket in
    one datagram server (``from_sockets``), sharing the one handler object. (A handler serving
    both kinds therefore sees ``service_init`` once per server.)
@@ -33,7 +36,7 @@ the event loop.
 The modules, one job each (this package re-exports :func:`main` only):
 
 - :mod:`~server_framework.cli.entry`: :func:`main` and the worker process's entry,
-  ``run_worker``; steps 1 to 5 above, each failure turned into an exit code.
+  ``run_worker``; steps 1 to 6 above, each failure turned into an exit code.
 - :mod:`~server_framework.cli.settings`: :class:`~server_framework.cli.settings.Settings`,
   whose defaults are the servers' own ``DEFAULT_*`` constants.
 - :mod:`~server_framework.cli.values`: parsing one value (``HOST:PORT``, sizes, durations...).
@@ -47,6 +50,8 @@ The modules, one job each (this package re-exports :func:`main` only):
 - :mod:`~server_framework.cli.serve`: serving in this process until a signal stops it.
 - :mod:`~server_framework.cli.signals`: SIGTERM and SIGINT, through the event loop.
 - :mod:`~server_framework.cli.workers`: ``--workers N``, the supervisor of worker processes.
+- :mod:`~server_framework.cli.reload`: ``--reload``, restarting the server on source changes
+  (development only).
 """
 
 from server_framework.cli.entry import main

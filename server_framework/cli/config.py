@@ -86,6 +86,7 @@ examples:
   server-framework serve server_framework.demo:EchoHandler --tcp 127.0.0.1:9000 --udp 127.0.0.1:9000
   server-framework serve myapp:Handler --tcp *:8000 --protocol msgpack --workers 4
   SERVER_FRAMEWORK_WORKERS=8 server-framework serve 'myapp:create()' --config prod.toml
+  server-framework serve myapp:Handler --reload    # development: restart on source changes
 """
 
 
@@ -180,11 +181,13 @@ class LoadedSettings:
         sources: For each field set by something other than its default, where it came from:
             a flag (``--tcp``), a variable (``SERVER_FRAMEWORK_TCP``) or ``FILE: key``.
         warnings: Things worth logging once logging is set up (unknown variables...).
+        config_file: The TOML file read (``--config`` or ``SERVER_FRAMEWORK_CONFIG``), or None.
     """
 
     settings: Settings
     sources: dict[str, str]
     warnings: list[str]
+    config_file: str | None = None
 
 
 _Layer = dict[str, tuple[Any, str]]  # field -> (typed value, source label)
@@ -287,6 +290,13 @@ def _check(values: dict[str, Any], sources: dict[str, str]) -> None:
             raise ConfigError(
                 f"{source('max_frame_size')}: {framing} framing allows at most {limit} bytes"
             )
+    if values.get("reload") and values.get("workers", 1) > 1:
+        raise ConfigError(
+            f"{source('reload')}: development only, one server process: not with "
+            f"{source('workers')} {values['workers']}"
+        )
+    if values.get("reload_dir") and not values.get("reload"):
+        raise ConfigError(f"{source('reload_dir')}: needs --reload")
     if values.get("backend") == "uvloop" and not _uvloop_installed():
         raise ConfigError(f"{source('backend')}: uvloop is not installed; use asyncio or trio")
 
@@ -329,7 +339,7 @@ def load_settings(
     if not any(values.get(name) for name in LISTENER_FIELDS) and activated_fds == 0:
         values["tcp"] = ((DEFAULT_HOST, DEFAULT_PORT),)
     _check(values, sources)
-    return LoadedSettings(Settings(**values), sources, warnings)
+    return LoadedSettings(Settings(**values), sources, warnings, config_path)
 
 
 # -- printing -----------------------------------------------------------------------------------
@@ -370,8 +380,8 @@ def render_toml(loaded: LoadedSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: Options whose empty value means "not set" (the listeners, and proxy_allow).
-_UNSET_WHEN_EMPTY: Final = frozenset(LISTENER_FIELDS) | {"proxy_allow"}
+#: Options whose empty value means "not set" (the listeners, proxy_allow and reload_dir).
+_UNSET_WHEN_EMPTY: Final = frozenset(LISTENER_FIELDS) | {"proxy_allow", "reload_dir"}
 
 #: What applies when an option is not set, where that is not simply "nothing".
 _IMPLIED_DEFAULTS: Final = {
@@ -384,4 +394,5 @@ _IMPLIED_DEFAULTS: Final = {
     ),
     "log_format": "console on a terminal, json otherwise",
     "idle_timeout": "no idle deadline",
+    "reload_dir": "with reload, the directory of TARGET's package or module",
 }

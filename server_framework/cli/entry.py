@@ -3,7 +3,8 @@
 :func:`main` parses the settings (exit 2 on a bad one, ``--print-config`` prints them), sets
 up logging, takes the inherited sockets (``--fd``, systemd's ``LISTEN_FDS``), and then either
 binds and hands over to the :class:`~server_framework.cli.workers.Supervisor` (``--workers N``,
-N > 1), or loads the application, binds and serves in this process
+N > 1), or binds and hands over to the :class:`~server_framework.cli.reload.Reloader`
+(``--reload``), or loads the application, binds and serves in this process
 (:func:`server_framework.cli.serve.serve`). :func:`run_worker` is the same second half in a
 worker process, from the :class:`~server_framework.cli.workers.WorkerSpec` its parent sent.
 Both run it through one guard: a start-up failure is one logged line and its exit code
@@ -19,7 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import structlog
@@ -37,6 +38,12 @@ from server_framework.cli.exits import (
     report,
 )
 from server_framework.cli.listeners import Listeners, adopt, bind, resolve_ports, systemd_fds
+from server_framework.cli.reload import (
+    MISSING_WATCHFILES,
+    Reloader,
+    target_directories,
+    watchfiles_installed,
+)
 from server_framework.cli.serve import serve
 from server_framework.cli.settings import ConfigError, Settings
 from server_framework.cli.signals import catch_early_sigterm, stopped_early
@@ -104,20 +111,43 @@ def _main(argv: list[str]) -> int:
             "--help')"
         )
         return EXIT_USAGE
+    if settings.reload and not watchfiles_installed():
+        _print_error(MISSING_WATCHFILES)
+        return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     for warning in loaded.warnings:
         logger.warning(warning)
-    return _guarded(settings, "server failed", functools.partial(_start, settings, activated))
+    environ = dict(os.environ)  # as read now (without systemd's variables)
+
+    def reread() -> Settings:
+        """The settings read again, for a ``--reload`` restart (the config file may change)."""
+        return load_settings(namespace, environ, activated_fds=len(activated)).settings
+
+    reloading = _Reloading(loaded.config_file, reread)
+    return _guarded(
+        settings, "server failed", functools.partial(_start, settings, activated, reloading)
+    )
 
 
-def _start(settings: Settings, activated: list[int], listeners: Listeners) -> int:
-    """Serve in this process, or supervise the workers; what :func:`main` guards."""
+class _Reloading(NamedTuple):
+    """What ``--reload`` needs beyond the settings: the config file, and how to read it again."""
+
+    config_file: str | None
+    reread: Callable[[], Settings]
+
+
+def _start(
+    settings: Settings, activated: list[int], reloading: _Reloading, listeners: Listeners
+) -> int:
+    """Serve in this process, supervise the workers, or reload; what :func:`main` guards."""
     adopt(listeners, [(fd, f"--fd {fd}") for fd in settings.fd])
     adopt(listeners, [(fd, f"LISTEN_FDS fd {fd}") for fd in activated])
     if activated:
         logger.info("using sockets from systemd socket activation", fds=activated)
     if settings.workers > 1:
         return _supervise(settings, listeners)
+    if settings.reload:
+        return _reload(settings, listeners, reloading)
     app = load_app(settings, listeners.kinds(settings))
     bind(listeners, settings)
     logger.info("listening", listeners=listeners.names)
@@ -150,9 +180,8 @@ def run_worker(spec_json: str) -> int:
     catch_early_sigterm()
     spec = msgspec.json.decode(spec_json, type=WorkerSpec)
     settings = spec.settings
-    configure_logging(
-        settings.log_level, settings.log_format, extra={"worker": spec.index, "pid": os.getpid()}
-    )
+    extra: dict[str, Any] = {"worker": spec.index} if spec.index else {}  # 0: --reload's
+    configure_logging(settings.log_level, settings.log_format, extra={**extra, "pid": os.getpid()})
     watch_parent(spec.parent_fd)
     return _guarded(settings, "worker failed", functools.partial(_start_worker, spec))
 
@@ -226,3 +255,22 @@ def _supervise(settings: Settings, listeners: Listeners) -> int:
     if stopped_early():  # SIGTERM while we were binding
         return EXIT_OK
     return supervisor.run()
+
+
+def _reload(settings: Settings, listeners: Listeners, reloading: _Reloading) -> int:
+    """Bind, then run the server in a child process restarted on changes (``--reload``)."""
+    logger.warning("--reload is for development only: the server restarts when its source changes")
+    bind(listeners, settings)
+    logger.info("listening", listeners=listeners.names)
+    assert settings.target is not None
+    paths = list(settings.reload_dir) or target_directories(settings.target)
+    reloader = Reloader(
+        settings,
+        listeners.fds(),
+        paths=paths,
+        config_file=reloading.config_file,
+        reread=reloading.reread,
+    )
+    if stopped_early():  # SIGTERM while we were binding
+        return EXIT_OK
+    return reloader.run()

@@ -26,6 +26,7 @@ from server_framework.cli.values import (
     parse_bool,
     parse_choice,
     parse_deadline,
+    parse_directory,
     parse_fd,
     parse_file,
     parse_inet,
@@ -108,6 +109,7 @@ _LIMITS = "limits"
 _TLS = "TLS (on every stream listener)"
 _PROXY = "PROXY protocol (stream listeners)"
 _LOGGING = "logging"
+_DEVELOPMENT = "development"
 
 #: ``TARGET``: positional on the command line, ``target`` in TOML, ``SERVER_FRAMEWORK_TARGET``.
 TARGET_OPTION: Final = Option(
@@ -314,5 +316,22 @@ OPTIONS: Final[tuple[Option, ...]] = (
         help="console (for people) or json (one object per line) (default: auto, console "
         "when stderr is a terminal, else json)",
         parse=parse_log_format,
+    ),
+    Option(
+        name="reload",
+        group=_DEVELOPMENT,
+        metavar=None,
+        help="development only: serve in a child process and restart it when a .py file "
+        "(or the --config file) changes; needs watchfiles, not with --workers (default: off)",
+        parse=parse_bool,
+    ),
+    Option(
+        name="reload_dir",
+        group=_DEVELOPMENT,
+        metavar="DIR",
+        help="a directory --reload watches (repeatable; default: the directory of TARGET's "
+        "package, or of its module)",
+        parse=parse_directory,
+        repeatable=True,
     ),
 )

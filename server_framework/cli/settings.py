@@ -80,6 +80,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         proxy_allow: Networks (CIDR) allowed to send a PROXY header.
         log_level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
         log_format: ``console``, ``json``, or None to choose by whether stderr is a terminal.
+        reload: Development: serve in a child process, restarted when the source changes
+            (see :mod:`server_framework.cli.reload`).
+        reload_dir: The directories ``reload`` watches (default: TARGET's package or module
+            directory).
     """
 
     target: str | None = None
@@ -107,6 +111,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     proxy_allow: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: Literal["console", "json"] | None = None
+    reload: bool = False
+    reload_dir: tuple[str, ...] = ()
 
     def has_listeners(self) -> bool:
         """True if any listener (or inherited descriptor) is configured."""

@@ -32,6 +32,7 @@ __all__ = [
     "parse_bool",
     "parse_choice",
     "parse_deadline",
+    "parse_directory",
     "parse_fd",
     "parse_file",
     "parse_inet",
@@ -271,4 +272,12 @@ def parse_file(text: str) -> str:
     """A file path (not blank; whether it can be read is found out when it is read)."""
     if not text.strip():
         raise _expected("a file path", text)
+    return text
+
+
+def parse_directory(text: str) -> str:
+    """An existing directory (``--reload-dir``): checked now, since it is watched from the
+    start."""
+    if not text.strip() or not os.path.isdir(text):
+        raise _expected("an existing directory", text)
     return text

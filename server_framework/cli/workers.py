@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,7 +68,10 @@ __all__ = [
     "STOP_MARGIN",
     "Supervisor",
     "WorkerSpec",
+    "describe_exit",
     "notify_ready",
+    "signal_wakeup",
+    "spawn_worker",
     "watch_parent",
 ]
 
@@ -92,7 +95,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     """What the parent tells a worker (JSON, as the worker's command-line argument).
 
     Attributes:
-        index: The worker's slot, 1..N (a restarted worker takes its predecessor's slot).
+        index: The worker's slot, 1..N (a restarted worker takes its predecessor's slot); 0
+            for the one server process of ``--reload`` (see :mod:`server_framework.cli.reload`).
         settings: The resolved settings (ports already chosen, log format resolved).
         fds: Inherited listening sockets to serve.
         bind_inet: Bind the TCP/UDP listeners of ``settings`` in the worker (``--reuse-port``).
@@ -137,13 +141,52 @@ def watch_parent(fd: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _describe_exit(returncode: int) -> str:
+def describe_exit(returncode: int) -> str:
+    """How a child process ended, for a log line: ``exit code 3``, ``killed by SIGKILL``."""
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
         except ValueError:
             return f"killed by signal {-returncode}"
     return f"exit code {returncode}"
+
+
+def spawn_worker(spec: WorkerSpec, *, python_flags: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+    """Start a worker process: a fresh interpreter running ``run_worker(spec)``
+    (:mod:`server_framework.cli.entry`), inheriting the sockets and pipes ``spec`` names.
+
+    Args:
+        spec: What the worker serves; its ``ready_fd`` is the write end of the ready pipe (the
+            caller closes its own copy once the worker is started).
+        python_flags: Options of the worker's interpreter (``-B`` for ``--reload``).
+    """
+    return subprocess.Popen(
+        [sys.executable, *python_flags, "-c", _WORKER_CODE, msgspec.json.encode(spec).decode()],
+        pass_fds=(*spec.fds, spec.ready_fd, spec.parent_fd),
+    )
+
+
+@contextlib.contextmanager
+def signal_wakeup(signums: Sequence[int]) -> Iterator[socket.socket]:
+    """While inside, ``signums`` (and SIGCHLD) wake up a ``selectors`` loop: yield the socket
+    to watch, from which each signal arrives as one byte (``signal.set_wakeup_fd``).
+
+    The previous handlers and wake-up descriptor are restored on the way out.
+    """
+    wakeup_r, wakeup_w = socket.socketpair()
+    wakeup_r.setblocking(False)
+    wakeup_w.setblocking(False)
+    handled = (*signums, signal.SIGCHLD)
+    previous = {signum: signal.signal(signum, _note_signal) for signum in handled}
+    previous_wakeup = signal.set_wakeup_fd(wakeup_w.fileno(), warn_on_full_buffer=False)
+    try:
+        yield wakeup_r
+    finally:
+        signal.set_wakeup_fd(previous_wakeup)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        wakeup_r.close()
+        wakeup_w.close()
 
 
 @dataclass(slots=True)
@@ -192,34 +235,24 @@ class Supervisor:
             cleanly, 2 or 3 if a worker failed at start-up or workers crashed in a loop, 130
             after a forced stop.
         """
-        wakeup_r, wakeup_w = socket.socketpair()
-        wakeup_r.setblocking(False)
-        wakeup_w.setblocking(False)
-        self._selector.register(wakeup_r, selectors.EVENT_READ)
-        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)
-        previous = {signum: signal.signal(signum, _note_signal) for signum in handled}
-        previous_wakeup = signal.set_wakeup_fd(wakeup_w.fileno(), warn_on_full_buffer=False)
-        self._parent_r, self._parent_w = os.pipe()
-        try:
-            logger.info("starting workers", workers=self._count, pid=os.getpid())
-            self._spawn(1)
-            while self._workers:
-                self._wait(wakeup_r)
-                self._reap()
-                self._check_deadline()
-            return self._exit_code
-        finally:
-            for worker in self._workers.values():  # only after an unexpected error
-                worker.process.kill()
-                worker.process.wait()
-            signal.set_wakeup_fd(previous_wakeup)
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            self._selector.close()
-            wakeup_r.close()
-            wakeup_w.close()
-            os.close(self._parent_r)
-            os.close(self._parent_w)
+        with signal_wakeup((signal.SIGINT, signal.SIGTERM)) as wakeup:
+            self._selector.register(wakeup, selectors.EVENT_READ)
+            self._parent_r, self._parent_w = os.pipe()
+            try:
+                logger.info("starting workers", workers=self._count, pid=os.getpid())
+                self._spawn(1)
+                while self._workers:
+                    self._wait(wakeup)
+                    self._reap()
+                    self._check_deadline()
+                return self._exit_code
+            finally:
+                for worker in self._workers.values():  # only after an unexpected error
+                    worker.process.kill()
+                    worker.process.wait()
+                self._selector.close()
+                os.close(self._parent_r)
+                os.close(self._parent_w)
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -282,7 +315,7 @@ class Supervisor:
             self._on_exit(worker, returncode)
 
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
-        how = _describe_exit(returncode)
+        how = describe_exit(returncode)
         fields: dict[str, Any] = {"worker": worker.index, "worker_pid": worker.process.pid}
         if self._stopping:
             logger.info("worker stopped", how=how, **fields)
@@ -339,10 +372,7 @@ class Supervisor:
             parent_fd=self._parent_r,
         )
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE, msgspec.json.encode(spec).decode()],
-                pass_fds=(*self._fds, ready_w, self._parent_r),
-            )
+            process = spawn_worker(spec)
         except BaseException:
             os.close(ready_r)
             raise
