@@ -23,7 +23,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Final, TypeAlias
 
 from server_framework.exceptions import BindError
@@ -39,7 +39,9 @@ __all__ = [
     "bind_unix",
     "check_adopted",
     "inet_text",
+    "is_abstract",
     "normalize_address",
+    "unix_text",
 ]
 
 #: Listen backlog: the kernel caps it at net.core.somaxconn anyway (4096 on current kernels).
@@ -157,7 +159,7 @@ def inet_text(host: str | None, port: int) -> str:
 
 
 def bind_inet(
-    host: str | None,
+    host: str | Sequence[str] | None,
     port: int,
     kind: socket.SocketKind,
     *,
@@ -166,26 +168,45 @@ def bind_inet(
 ) -> list[socket.socket]:
     """Create, bind (and for TCP, listen on) sockets for ``host``/``port``; all on one port.
 
+    Args:
+        host: A host name or address; a sequence of them (every address each resolves to,
+            once); None or ``""`` for every interface (``::`` and ``0.0.0.0``).
+        port: The port; 0 picks a free one, the same for every socket.
+        kind: ``SOCK_STREAM`` or ``SOCK_DGRAM``.
+        backlog: Listen backlog (streams).
+        reuse_port: Set ``SO_REUSEPORT``.
+
     Raises:
         BindError: a bind (or resolving ``host``) failed; every socket created so far is
             closed. Its message names the transport and the address.
+        ValueError: an empty sequence of hosts.
     """
+    hosts: list[str | None]
+    if host is None or isinstance(host, str):
+        hosts = [host]
+    else:
+        hosts = list(host)
+        if not hosts:
+            raise ValueError("host: an empty sequence of hosts (None binds every interface)")
     try:
-        return _bind_inet(host, port, kind, backlog=backlog, reuse_port=reuse_port)
+        return _bind_inet(hosts, port, kind, backlog=backlog, reuse_port=reuse_port)
     except OSError as exc:
         transport = "tcp" if kind == socket.SOCK_STREAM else "udp"
-        raise BindError(transport, inet_text(host, port), exc) from exc
+        where = ",".join(inet_text(one, port) for one in hosts)
+        raise BindError(transport, where, exc) from exc
 
 
 def _bind_inet(
-    host: str | None,
+    hosts: list[str | None],
     port: int,
     kind: socket.SocketKind,
     *,
     backlog: int,
     reuse_port: bool,
 ) -> list[socket.socket]:
-    infos = _addrinfos(host, port, kind)
+    infos: list[tuple[int, Any]] = []
+    for host in hosts:
+        infos += [info for info in _addrinfos(host, port, kind) if info not in infos]
     if port == 0:
         # Bind IPv6 first when both families are wanted, so that the port it picks is the one
         # the IPv4 socket asks for.
@@ -220,11 +241,16 @@ class UnixSocketFile:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        if is_abstract(path):  # no file: nothing to remove
+            self._inode = (-1, -1)
+            return
         st = os.stat(path)
         self._inode = (st.st_dev, st.st_ino)
 
     def unlink(self) -> None:
         """Remove the socket file if it is still the one we created."""
+        if is_abstract(self.path):
+            return
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -281,10 +307,24 @@ def bind_unix(
         raise BindError(transport, path, exc) from exc
 
 
+def is_abstract(path: str) -> bool:
+    """True for a Linux abstract socket name (``"\\0name"``): no file, gone with its socket."""
+    return path.startswith("\0")
+
+
+def unix_text(path: str) -> str:
+    """A Unix socket address as logs write it: an abstract name as ``@name``."""
+    return "@" + path[1:] if is_abstract(path) else path
+
+
 def _bind_unix(
     path: str, kind: socket.SocketKind, *, backlog: int, mode: int | None
 ) -> tuple[socket.socket, UnixSocketFile]:
-    _remove_stale_socket(path, kind)
+    abstract = is_abstract(path)
+    if abstract and mode is not None:
+        raise ValueError("mode: an abstract socket name has no file to give permissions to")
+    if not abstract:
+        _remove_stale_socket(path, kind)
     sock = socket.socket(socket.AF_UNIX, kind)
     with _closing_on_error([sock]):
         sock.bind(path)

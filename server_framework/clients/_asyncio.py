@@ -299,6 +299,20 @@ class AsyncIOConnector(Connector):
 
     async def open_unix(self, path: str, decoder: StreamDecoder[Any]) -> StreamTransport:
         loop = asyncio.get_running_loop()
+        if path.startswith("\0"):
+            # An abstract name: uvloop's create_unix_connection(path) refuses it (EINVAL);
+            # connecting the socket first works on both loops.
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, path)
+                _transport, protocol = await loop.create_unix_connection(
+                    lambda: AsyncIOStreamTransport(decoder, loop), sock=sock
+                )
+            except BaseException:
+                sock.close()
+                raise
+            return protocol
         _transport, protocol = await loop.create_unix_connection(
             lambda: AsyncIOStreamTransport(decoder, loop), path
         )

@@ -312,6 +312,9 @@ def _connect_datagram(sock: socket.socket, sockaddr: Any, address: Any) -> None:
 
 
 def unlink_quietly(path: str) -> None:
-    """Remove the socket file a client bound, if it is still there."""
+    """Remove the socket file a client bound, if it is still there (an abstract name has
+    none)."""
+    if path.startswith("\0"):
+        return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)

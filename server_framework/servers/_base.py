@@ -13,7 +13,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Final, Generic, Self, TypeVar
+from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 import structlog
 
@@ -21,7 +21,14 @@ from server_framework import engine
 from server_framework._signals import serving
 from server_framework.backend import AsyncBackend, Event, current
 from server_framework.log import ensure_logging
-from server_framework.sockets import Address, UnixSocketFile, check_adopted, normalize_address
+from server_framework.sockets import (
+    Address,
+    SocketProxy,
+    UnixSocketFile,
+    check_adopted,
+    normalize_address,
+    unix_text,
+)
 
 from ._options import DatagramOptions, StreamOptions
 
@@ -33,12 +40,19 @@ logger: Final = structlog.get_logger("server_framework.servers")
 def _address_text(address: Address) -> str:
     """``127.0.0.1:9000``, ``[::1]:9000``, or a Unix socket's path, for log lines."""
     if isinstance(address, str):
-        return address
+        return unix_text(address)
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 OptionsT = TypeVar("OptionsT", bound=StreamOptions | DatagramOptions)
+
+
+class SupportsSet(Protocol):
+    """An event to set: ``threading.Event``, ``asyncio.Event``, ``trio.Event``..."""
+
+    def set(self) -> object:
+        """Set it."""
 
 
 class Listener(ABC, Generic[OptionsT]):
@@ -147,8 +161,12 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         await self.shutdown()
         await self._close_resources()
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, *, is_up_event: SupportsSet | None = None) -> None:
         """Accept and serve clients until :meth:`shutdown` is called.
+
+        Args:
+            is_up_event: Set (its ``set()`` called, e.g. a ``threading.Event`` or the loop's
+                event) once the server serves, as EasyNetwork's ``serve_forever`` does.
 
         Raises:
             RuntimeError: the server is not entered (``async with server:``), already
@@ -172,6 +190,8 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             addresses=[_address_text(address) for address in self.get_addresses()],
             backend=self.backend().name,
         )
+        if is_up_event is not None:
+            is_up_event.set()
         try:
             with serving(self):  # Ctrl-C under server_framework.run() stops it gracefully
                 await self._listener.serve(self._stop_event)
@@ -230,6 +250,26 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         return [
             normalize_address(sock.getsockname()) for sock in self._sockets if sock.fileno() >= 0
         ]
+
+    def get_sockets(self) -> list[SocketProxy]:
+        """The bound sockets, as :class:`~server_framework.sockets.SocketProxy` views (options,
+        addresses, ``fileno``; no I/O); empty once they are closed."""
+        if self._sockets_closed:
+            return []
+        return [SocketProxy(sock) for sock in self._sockets if sock.fileno() >= 0]
+
+    def is_listening(self) -> bool:
+        """True while the server's sockets are bound and open: the kernel queues connections
+        (or datagrams) for it, from entering (construction, for a standalone server) until
+        the server stops serving or is closed."""
+        return bool(self._sockets) and not self._sockets_closed
+
+    async def server_close(self) -> None:
+        """Shut down (as :meth:`shutdown`), close the sockets and release what ``service_init``
+        entered on its exit stack; leaving ``async with`` does the same. Safe to call several
+        times."""
+        await self.shutdown()
+        await self._close_resources()
 
     def backend(self) -> AsyncBackend:
         """The :class:`~server_framework.backend.AsyncBackend` the server runs on.

@@ -26,9 +26,9 @@ from typing import Any, Generic, Self, TypeVar
 from handlers.base import DatagramRequestHandler, StreamRequestHandler
 from protocols import DatagramProtocol, StreamProtocol
 from server_framework.backend import BackendName, ThreadsPortal, current, run
-from server_framework.sockets import Address
+from server_framework.sockets import Address, SocketProxy
 
-from ._base import AsyncBaseServer
+from ._base import AsyncBaseServer, SupportsSet
 from ._datagram import AsyncUDPServer, AsyncUnixDatagramServer
 from ._stream import AsyncTCPServer, AsyncUnixStreamServer
 
@@ -71,8 +71,14 @@ class StandaloneServer(Generic[ServerT]):
         """The underlying asynchronous server."""
         return self._server
 
-    def serve_forever(self) -> None:
+    def serve_forever(self, *, is_up_event: SupportsSet | None = None) -> None:
         """Run the event loop and serve until :meth:`shutdown`; blocks the calling thread.
+
+        In the main thread, Ctrl-C and SIGTERM stop it gracefully, as under
+        :func:`server_framework.run` (after Ctrl-C, ``SystemExit(130)``).
+
+        Args:
+            is_up_event: Set (e.g. a ``threading.Event``) once the server serves.
 
         Raises:
             RuntimeError: already serving, or closed.
@@ -83,7 +89,7 @@ class StandaloneServer(Generic[ServerT]):
             self._running = True
             self._stopped.clear()
         try:
-            run(self._main, backend=self._backend_name)
+            run(self._main, is_up_event, backend=self._backend_name)
         finally:
             with self._lock:
                 self._running = False
@@ -92,7 +98,7 @@ class StandaloneServer(Generic[ServerT]):
             self._started.set()  # unblock wait_started() callers if start-up failed
             self._stopped.set()
 
-    async def _main(self) -> None:
+    async def _main(self, is_up_event: SupportsSet | None) -> None:
         server = self._server
         async with server, current().create_threads_portal() as portal:
             with self._lock:
@@ -102,7 +108,7 @@ class StandaloneServer(Generic[ServerT]):
             self._started.set()
             if stop_now:
                 return
-            await server.serve_forever()
+            await server.serve_forever(is_up_event=is_up_event)
 
     def wait_started(self, timeout: float | None = None) -> bool:
         """Block until :meth:`serve_forever` accepts clients (or has failed); False on timeout."""
@@ -140,6 +146,14 @@ class StandaloneServer(Generic[ServerT]):
     def get_addresses(self) -> list[Address]:
         """The bound addresses (known from construction)."""
         return self._server.get_addresses()
+
+    def get_sockets(self) -> list[SocketProxy]:
+        """The bound sockets, as :class:`~server_framework.sockets.SocketProxy` views."""
+        return self._server.get_sockets()
+
+    def is_listening(self) -> bool:
+        """True while the sockets are bound and open (from construction until closed)."""
+        return self._server.is_listening()
 
     def server_close(self) -> None:
         """Stop (if serving) and release the sockets; idempotent."""
