@@ -94,7 +94,8 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
     """A UDP server, on asyncio, uvloop or trio: whichever loop runs it.
 
     Args:
-        host: Address to bind; ``None`` binds every interface, IPv4 and IPv6, on one port.
+        host: Address to bind, or a list of them; ``None`` binds every interface, IPv4 and
+            IPv6; all on one port.
         port: Port to bind; 0 picks a free one.
         protocol: How datagrams are serialized.
         handler: The datagram request handler.
@@ -107,7 +108,7 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
 
     def __init__(
         self,
-        host: str | None,
+        host: str | Sequence[str] | None,
         port: int,
         protocol: DatagramProtocol[ResponseT, RequestT],
         handler: DatagramRequestHandler[RequestT, ResponseT],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any, Generic, Self, TypeVar
 
 from handlers.base import DatagramRequestHandler, StreamRequestHandler
@@ -181,7 +182,7 @@ class StandaloneTCPServer(
 
     def __init__(
         self,
-        host: str | None,
+        host: str | Sequence[str] | None,
         port: int,
         protocol: StreamProtocol[ResponseT, RequestT],
         handler: StreamRequestHandler[RequestT, ResponseT],
@@ -216,7 +217,7 @@ class StandaloneUDPServer(
 
     def __init__(
         self,
-        host: str | None,
+        host: str | Sequence[str] | None,
         port: int,
         protocol: DatagramProtocol[ResponseT, RequestT],
         handler: DatagramRequestHandler[RequestT, ResponseT],

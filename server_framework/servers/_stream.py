@@ -84,7 +84,8 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
     """A TCP server (TLS with ``ssl=``), on asyncio, uvloop or trio: whichever loop runs it.
 
     Args:
-        host: Address to bind; ``None`` (or ``""``) binds every interface, IPv4 and IPv6.
+        host: Address to bind, or a list of them (every address each resolves to, on one
+            port); ``None`` (or ``""``) binds every interface, IPv4 and IPv6.
         port: Port to bind; 0 picks a free one (the same for IPv4 and IPv6), see
             :meth:`get_addresses`.
         protocol: How messages are framed and serialized.
@@ -128,7 +129,7 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
 
     def __init__(
         self,
-        host: str | None,
+        host: str | Sequence[str] | None,
         port: int,
         protocol: StreamProtocol[ResponseT, RequestT],
         handler: StreamRequestHandler[RequestT, ResponseT],
