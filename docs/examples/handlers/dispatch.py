@@ -17,10 +17,7 @@ from typing import Any
 
 import msgspec
 
-import server_framework
-from handlers import DispatchHandler, on
-from protocols import JSONSerializer, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
 # The commands: tag_field="op" and tag="put" make {"op": "put", ...} decode as a Put.
@@ -50,27 +47,27 @@ class Failed(msgspec.Struct):
 
 Command = Put | Get | Delete
 # One decoder for the union, built once: a message is decoded straight into its command class.
-SERIALIZER = JSONSerializer(type=Command)
+SERIALIZER = sf.JSONSerializer(type=Command)
 
 
-class KeyValueHandler(DispatchHandler[Command, Ok | Failed]):
+class KeyValueHandler(sf.DispatchHandler[Command, Ok | Failed]):
     def __init__(self) -> None:
         # One store for the whole server (one handler object serves every connection).
         self.store: dict[str, str] = {}
 
-    @on(Put)
+    @sf.on(Put)
     async def put(self, command: Put, client: Any) -> Ok:
         previous = self.store.get(command.key)
         self.store[command.key] = command.value
         return Ok(previous)
 
-    @on(Get)
+    @sf.on(Get)
     async def get(self, command: Get, client: Any) -> Ok | Failed:
         if command.key not in self.store:
             return Failed(f"no such key: {command.key!r}")
         return Ok(self.store[command.key])
 
-    @on(Delete)
+    @sf.on(Delete)
     async def delete(self, command: Delete, client: Any) -> Ok | Failed:
         if command.key not in self.store:
             return Failed(f"no such key: {command.key!r}")
@@ -83,10 +80,10 @@ class KeyValueHandler(DispatchHandler[Command, Ok | Failed]):
 
 
 async def main() -> None:
-    protocol = StreamProtocol(SERIALIZER)
-    async with AsyncTCPServer("localhost", 9000, protocol, KeyValueHandler()) as server:
+    protocol = sf.StreamProtocol(SERIALIZER)
+    async with sf.AsyncTCPServer("localhost", 9000, protocol, KeyValueHandler()) as server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

@@ -14,10 +14,7 @@ from typing import Any
 
 import msgspec
 
-import server_framework
-from handlers import RequestResponseHandler
-from protocols import DeserializeError, JSONSerializer, ProtocolError, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
 class Sample(msgspec.Struct):
@@ -36,10 +33,10 @@ class Error(msgspec.Struct):
 
 
 # Decode every message as a Sample: msgspec validates while it parses.
-SERIALIZER = JSONSerializer(type=Sample)
+SERIALIZER = sf.JSONSerializer(type=Sample)
 
 
-class StatsHandler(RequestResponseHandler[Sample, Summary | Error]):
+class StatsHandler(sf.RequestResponseHandler[Sample, Summary | Error]):
     async def respond(self, request: Sample, client: Any) -> Summary | Error:
         # No blocking here: the server calls respond() inline, for every request it has
         # received, and writes the replies together. (For blocking code, see ThreadedHandler.)
@@ -48,19 +45,19 @@ class StatsHandler(RequestResponseHandler[Sample, Summary | Error]):
             return Error("values must not be empty")
         return Summary(len(values), sum(values) / len(values), min(values), max(values))
 
-    async def on_bad_message(self, error: ProtocolError, client: Any) -> Summary | Error:
+    async def on_bad_message(self, error: sf.ProtocolError, client: Any) -> Summary | Error:
         # The default closes the connection. A message that does not decode leaves a line
         # stream in sync, so we answer it and go on; other errors (framing) still close.
-        if isinstance(error, DeserializeError):
+        if isinstance(error, sf.DeserializeError):
             return Error(error.reason)
         raise error
 
 
 async def main() -> None:
-    server = AsyncTCPServer("localhost", 9000, StreamProtocol(SERIALIZER), StatsHandler())
+    server = sf.AsyncTCPServer("localhost", 9000, sf.StreamProtocol(SERIALIZER), StatsHandler())
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

@@ -17,10 +17,7 @@ import sqlite3
 import tempfile
 from typing import Any
 
-import server_framework
-from handlers import ThreadedHandler
-from protocols import JSONSerializer, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 PRODUCTS = [("Green tea", 4.5), ("Coffee beans", 12.0), ("Black tea", 3.9), ("Carrot cake", 5.0)]
 
@@ -31,7 +28,7 @@ def create_demo_catalog(path: str) -> None:
         db.executemany("INSERT INTO products (name, price) VALUES (?, ?)", PRODUCTS)
 
 
-class CatalogHandler(ThreadedHandler[dict[str, Any], dict[str, Any]]):
+class CatalogHandler(sf.ThreadedHandler[dict[str, Any], dict[str, Any]]):
     def __init__(self, database: str) -> None:
         # Four threads: at most four queries at once; more clients wait for a free thread.
         super().__init__(max_workers=4, thread_name_prefix="catalog")
@@ -60,10 +57,12 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         database = os.path.join(directory, "catalog.db")
         create_demo_catalog(database)
-        protocol = StreamProtocol(JSONSerializer())
-        async with AsyncTCPServer("localhost", 9000, protocol, CatalogHandler(database)) as server:
+        protocol = sf.StreamProtocol(sf.JSONSerializer())
+        async with sf.AsyncTCPServer(
+            "localhost", 9000, protocol, CatalogHandler(database)
+        ) as server:
             await server.serve_forever()
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

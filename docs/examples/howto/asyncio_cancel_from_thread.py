@@ -14,13 +14,13 @@ import concurrent.futures
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 #: How long each replica takes to answer, in seconds.
 REPLICAS = {"near": 0.01, "far": 5.0, "farther": 10.0}
 
 
-class HedgingHandler(StreamRequestHandler[str, Any]):
+class HedgingHandler(sf.StreamRequestHandler[str, Any]):
     def __init__(self) -> None:
         # Touched only in the loop thread, so no lock is needed.
         self.wins: collections.Counter[str] = collections.Counter()
@@ -54,7 +54,7 @@ class HedgingHandler(StreamRequestHandler[str, Any]):
         loop.call_soon_threadsafe(self.record_win, futures[first])
         return {"value": first.result(), "cancelled": len(pending)}
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, str]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, str]:
         key = yield
         loop = asyncio.get_running_loop()
         reply = await asyncio.to_thread(self.hedged_lookup, loop, key)

@@ -9,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from typing import Any
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 
 def blocking_digest(data: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-class DigestHandler(StreamRequestHandler[str, str]):
+class DigestHandler(sf.StreamRequestHandler[str, str]):
     pool: ThreadPoolExecutor
 
     async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
@@ -24,7 +24,7 @@ class DigestHandler(StreamRequestHandler[str, str]):
         # shutdown() blocks until running calls end: run it in a thread, not in the loop.
         exit_stack.push_async_callback(asyncio.to_thread, self.pool.shutdown)
 
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
+    async def handle(self, client: sf.StreamClient[str]) -> AsyncGenerator[None, str]:
         request = yield
         loop = asyncio.get_running_loop()
         digest = await loop.run_in_executor(self.pool, blocking_digest, request)

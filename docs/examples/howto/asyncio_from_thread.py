@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 
-class FromThreadHandler(StreamRequestHandler[Any, Any]):
+class FromThreadHandler(sf.StreamRequestHandler[Any, Any]):
     async def square_later(self, value: int) -> int:
         await asyncio.sleep(0.01)
         return value * value
@@ -30,7 +30,7 @@ class FromThreadHandler(StreamRequestHandler[Any, Any]):
         loop.call_soon_threadsafe(done.set)  # asyncio.Event is not thread-safe: set it there
         return results
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, Any]:
         values = yield
         loop = asyncio.get_running_loop()
         done = asyncio.Event()

@@ -12,23 +12,19 @@ from typing import Any
 
 import structlog
 
-import server_framework
-from handlers import StreamClient, StreamRequestHandler
-from protocols import JSONSerializer, StreamProtocol
-from server_framework import TCPClient
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 logger = structlog.get_logger("orders")
 
 
-class OrderHandler(StreamRequestHandler[Any, Any]):
-    async def on_connection(self, client: StreamClient[Any]) -> None:
+class OrderHandler(sf.StreamRequestHandler[Any, Any]):
+    async def on_connection(self, client: sf.StreamClient[Any]) -> None:
         # The server has bound conn_id and peer already; add what your application knows.
         # Bound in the connection's context, it is on every line logged for this connection,
         # including the server's own lines and those of worker threads it starts.
         structlog.contextvars.bind_contextvars(tenant="acme")
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, Any]:
         order = yield
         logger.info("order received", items=len(order["items"]))
         await client.send_packet({"accepted": True})
@@ -37,10 +33,10 @@ class OrderHandler(StreamRequestHandler[Any, Any]):
 async def main() -> None:
     # JSON, one object per line, for log collectors; "console" for people; the default picks
     # by whether stderr is a terminal. Debug lines cost nothing when the level is "info".
-    server_framework.configure_logging("info", "json", extra={"service": "orders"})
-    protocol = StreamProtocol(JSONSerializer())
-    async with AsyncTCPServer("127.0.0.1", 0, protocol, OrderHandler()) as server:
-        backend = server_framework.current_backend()
+    sf.configure_logging("info", "json", extra={"service": "orders"})
+    protocol = sf.StreamProtocol(sf.JSONSerializer())
+    async with sf.AsyncTCPServer("127.0.0.1", 0, protocol, OrderHandler()) as server:
+        backend = sf.current_backend()
         async with backend.create_task_group() as tasks:
             tasks.start_soon(server.serve_forever)
             address = server.get_addresses()[0]
@@ -49,10 +45,10 @@ async def main() -> None:
 
 
 def place_order(address: Any) -> None:
-    with TCPClient(address, StreamProtocol(JSONSerializer())) as client:
+    with sf.TCPClient(address, sf.StreamProtocol(sf.JSONSerializer())) as client:
         client.send_packet({"items": ["apple", "pear"]})
         client.recv_packet(timeout=5)
 
 
 if __name__ == "__main__":
-    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "--trio" in sys.argv else None)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from protocols import DEFAULT_MAX_FRAME_SIZE, Framer, FramingError, StreamDecoder
+import server_framework as sf
+from protocols import DEFAULT_MAX_FRAME_SIZE, StreamDecoder  # for framer authors: not on sf
 
 T = TypeVar("T")
 
@@ -21,7 +22,7 @@ T = TypeVar("T")
 MAX_DIGITS = 10
 
 
-class NetstringFramer(Framer):
+class NetstringFramer(sf.Framer):
     """Frames as ``<length>:<payload>,`` (https://cr.yp.to/proto/netstrings.txt)."""
 
     __slots__ = ()
@@ -73,8 +74,8 @@ class _NetstringDecoder(StreamDecoder[T]):
         self._pos = end + 1  # consume the frame before deserializing (errors keep us in sync)
         return self._deserialize(bytes(buf[colon + 1 : end]))
 
-    def _broken_by(self, reason: str) -> FramingError:
-        error = FramingError(f"malformed netstring: {reason}")
+    def _broken_by(self, reason: str) -> sf.FramingError:
+        error = sf.FramingError(f"malformed netstring: {reason}")
         self._broken = error
         self._buf, self._pos = b"", 0
         return error

@@ -16,16 +16,15 @@ from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from typing import Any
 
-from handlers import StreamClient, StreamRequestHandler
-from server_framework import AsyncBackend, ThreadsPortal
+import server_framework as sf
 
 #: How long each replica takes to answer, in seconds.
 REPLICAS = {"near": 0.01, "far": 5.0, "farther": 10.0}
 
 
-class HedgingHandler(StreamRequestHandler[str, Any]):
-    backend: AsyncBackend
-    portal: ThreadsPortal
+class HedgingHandler(sf.StreamRequestHandler[str, Any]):
+    backend: sf.AsyncBackend
+    portal: sf.ThreadsPortal
 
     def __init__(self) -> None:
         # Touched only in the loop thread, so no lock is needed.
@@ -64,7 +63,7 @@ class HedgingHandler(StreamRequestHandler[str, Any]):
         self.portal.run_sync_soon(self.record_win, futures[first])  # fire and forget
         return {"value": first.result(), "cancelled": len(pending)}
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, str]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, str]:
         key = yield
         reply = await self.backend.run_in_thread(self.hedged_lookup, key)
         await client.send_packet(reply)

@@ -10,16 +10,13 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from handlers import ThreadedHandler
-from protocols import JSONSerializer, StreamProtocol
-from server_framework import TCPClient
+import server_framework as sf
 from server_framework.backend import BackendName
-from server_framework.servers import StandaloneTCPServer
 
-JSON_LINES = StreamProtocol(JSONSerializer())
+JSON_LINES = sf.StreamProtocol(sf.JSONSerializer())
 
 
-class Inventory(ThreadedHandler[Any, Any]):
+class Inventory(sf.ThreadedHandler[Any, Any]):
     """Plain, blocking code: ThreadedHandler runs respond() in a pool of threads."""
 
     def __init__(self) -> None:
@@ -36,9 +33,9 @@ class Inventory(ThreadedHandler[Any, Any]):
 
 def start(
     port: int = 0, backend: BackendName | None = None
-) -> tuple[StandaloneTCPServer[Any, Any], threading.Thread]:
+) -> tuple[sf.StandaloneTCPServer[Any, Any], threading.Thread]:
     """Start serving in a background thread; return once the server accepts connections."""
-    server = StandaloneTCPServer("127.0.0.1", port, JSON_LINES, Inventory(), backend=backend)
+    server = sf.StandaloneTCPServer("127.0.0.1", port, JSON_LINES, Inventory(), backend=backend)
     thread = threading.Thread(target=server.serve_forever, name="inventory-server")
     thread.start()
     server.wait_started()
@@ -50,7 +47,7 @@ def main() -> None:
     address = server.get_addresses()[0]  # known from construction, even with port 0
     assert isinstance(address, tuple)  # (host, port); a Unix server's would be a path
     try:
-        with TCPClient(address, JSON_LINES) as client:
+        with sf.TCPClient(address, JSON_LINES) as client:
             client.send_packet({"item": "apple", "add": 3})
             print(client.recv_packet(timeout=5))  # {'item': 'apple', 'stock': 3}
     finally:

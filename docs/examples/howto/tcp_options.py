@@ -8,24 +8,21 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncGenerator
 
-import server_framework
-from handlers import RecvParams, StreamClient, StreamRequestHandler
-from protocols import LineFramer, StreamProtocol, StringSerializer
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
-class ShoutHandler(StreamRequestHandler[str, str]):
+class ShoutHandler(sf.StreamRequestHandler[str, str]):
     #: Seconds a client may stay silent before we hang up.
     request_timeout = 30.0
 
-    async def on_connection(self, client: StreamClient[str]) -> None:
+    async def on_connection(self, client: sf.StreamClient[str]) -> None:
         # Socket options go through client.socket, whatever the event loop.
         client.socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         client.state["count"] = 0  # per-connection data lives in client.state
 
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[RecvParams, str]:
+    async def handle(self, client: sf.StreamClient[str]) -> AsyncGenerator[sf.RecvParams, str]:
         try:
-            line = yield RecvParams(timeout=self.request_timeout)
+            line = yield sf.RecvParams(timeout=self.request_timeout)
         except TimeoutError:
             await client.send_packet("bye: idle for too long")
             await client.aclose()
@@ -34,12 +31,12 @@ class ShoutHandler(StreamRequestHandler[str, str]):
         await client.send_packet(f"{line.upper()} #{client.state['count']}")
 
 
-def make_server(host: str | None, port: int) -> AsyncTCPServer[str, str]:
-    protocol = StreamProtocol(
-        StringSerializer(),
-        LineFramer(b"\r\n", max_frame_size=4096),  # refuse lines over 4 KiB
+def make_server(host: str | None, port: int) -> sf.AsyncTCPServer[str, str]:
+    protocol = sf.StreamProtocol(
+        sf.StringSerializer(),
+        sf.LineFramer(b"\r\n", max_frame_size=4096),  # refuse lines over 4 KiB
     )
-    return AsyncTCPServer(
+    return sf.AsyncTCPServer(
         host,  # None: every interface, IPv4 and IPv6, on the same port
         port,  # 0: any free port; server.get_addresses() says which
         protocol,
@@ -50,9 +47,9 @@ def make_server(host: str | None, port: int) -> AsyncTCPServer[str, str]:
     )
 
 
-async def serve_for(server: AsyncTCPServer[str, str], seconds: float) -> None:
+async def serve_for(server: sf.AsyncTCPServer[str, str], seconds: float) -> None:
     """Serve, then stop gracefully after ``seconds`` (a stand-in for "until told to stop")."""
-    backend = server_framework.current_backend()
+    backend = sf.current_backend()
     async with server, backend.create_task_group() as tasks:
         tasks.start_soon(server.serve_forever)
         await backend.sleep(seconds)
@@ -66,4 +63,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

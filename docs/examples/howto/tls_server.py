@@ -5,13 +5,9 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import server_framework
-from handlers import EchoHandler
-from protocols import JSONSerializer, StreamProtocol
-from server_framework import TCPClient
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
-JSON_LINES = StreamProtocol(JSONSerializer())
+JSON_LINES = sf.StreamProtocol(sf.JSONSerializer())
 
 
 def server_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
@@ -27,10 +23,10 @@ def require_client_certificates(context: ssl.SSLContext, cafile: str) -> None:
     context.load_verify_locations(cafile)
 
 
-def make_server(host: str, port: int, context: ssl.SSLContext) -> AsyncTCPServer[Any, Any]:
+def make_server(host: str, port: int, context: ssl.SSLContext) -> sf.AsyncTCPServer[Any, Any]:
     # The same server as without TLS, plus ssl=: every connection does a TLS handshake
     # (at most ssl_handshake_timeout seconds) before the handler sees it.
-    return AsyncTCPServer(host, port, JSON_LINES, EchoHandler(), ssl=context)
+    return sf.AsyncTCPServer(host, port, JSON_LINES, sf.EchoHandler(), ssl=context)
 
 
 def ask(address: tuple[str, int], cafile: str, request: Any, *, certfile: str | None = None) -> Any:
@@ -39,7 +35,7 @@ def ask(address: tuple[str, int], cafile: str, request: Any, *, certfile: str | 
     context = ssl.create_default_context(cafile=cafile)
     if certfile is not None:
         context.load_cert_chain(certfile)
-    with TCPClient(address, JSON_LINES, ssl=context, server_hostname="localhost") as client:
+    with sf.TCPClient(address, JSON_LINES, ssl=context, server_hostname="localhost") as client:
         client.send_packet(request)
         return client.recv_packet(timeout=5)
 
@@ -51,4 +47,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

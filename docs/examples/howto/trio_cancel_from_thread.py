@@ -15,13 +15,13 @@ from typing import Any
 
 import trio
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 #: How long each replica takes to answer, in seconds.
 REPLICAS = {"near": 0.01, "far": 5.0, "farther": 10.0}
 
 
-class HedgingHandler(StreamRequestHandler[str, Any]):
+class HedgingHandler(sf.StreamRequestHandler[str, Any]):
     def __init__(self) -> None:
         # Touched only in the trio thread, so no lock is needed.
         self.wins: collections.Counter[str] = collections.Counter()
@@ -58,7 +58,7 @@ class HedgingHandler(StreamRequestHandler[str, Any]):
         trio.from_thread.run_sync(self.record_win, winner)
         return {"value": value, "cancelled": len(scopes) - 1}
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, str]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, str]:
         key = yield
         async with trio.open_nursery() as nursery:
             reply = await trio.to_thread.run_sync(self.hedged_lookup, nursery, key)

@@ -11,10 +11,10 @@ from typing import Any
 
 import trio
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 
-class FromThreadHandler(StreamRequestHandler[Any, Any]):
+class FromThreadHandler(sf.StreamRequestHandler[Any, Any]):
     async def square_later(self, value: int) -> int:
         await trio.sleep(0.01)
         return value * value
@@ -25,7 +25,7 @@ class FromThreadHandler(StreamRequestHandler[Any, Any]):
         trio.from_thread.run_sync(done.set)  # trio.Event is not thread-safe: set it there
         return results
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, Any]:
         values = yield
         done = trio.Event()
         squares = await trio.to_thread.run_sync(self.blocking_work, values, done)

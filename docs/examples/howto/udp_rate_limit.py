@@ -5,17 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import server_framework
-from handlers import DatagramClient, DatagramRequestHandler
-from protocols import DatagramProtocol, JSONSerializer
-from server_framework.servers import AsyncUDPServer
+import server_framework as sf
 
 
-class RateLimitedEcho(DatagramRequestHandler[Any, Any]):
+class RateLimitedEcho(sf.DatagramRequestHandler[Any, Any]):
     #: Requests allowed per peer per second.
     per_second = 3
 
-    async def handle(self, client: DatagramClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.DatagramClient[Any]) -> AsyncGenerator[None, Any]:
         request = yield
         # client.state lives as long as the server keeps this peer (client_idle_timeout).
         now = client.backend().current_time()
@@ -29,11 +26,11 @@ class RateLimitedEcho(DatagramRequestHandler[Any, Any]):
         await client.send_packet({"echo": request})
 
 
-def make_server(host: str | None, port: int) -> AsyncUDPServer[Any, Any]:
-    return AsyncUDPServer(
+def make_server(host: str | None, port: int) -> sf.AsyncUDPServer[Any, Any]:
+    return sf.AsyncUDPServer(
         host,
         port,
-        DatagramProtocol(JSONSerializer()),
+        sf.DatagramProtocol(sf.JSONSerializer()),
         RateLimitedEcho(),
         max_clients=10_000,  # peers served at once; datagrams of more peers are dropped
         client_queue_size=64,  # datagrams waiting per peer; the excess is dropped
@@ -48,4 +45,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

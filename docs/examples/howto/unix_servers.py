@@ -4,33 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-import server_framework
-from handlers import DatagramEchoHandler, EchoHandler
-from protocols import DatagramProtocol, JSONSerializer, StreamProtocol
-from server_framework import UnixDatagramClient, UnixStreamClient
-from server_framework.servers import AsyncUnixDatagramServer, AsyncUnixStreamServer
+import server_framework as sf
 
-JSON_LINES = StreamProtocol(JSONSerializer())
-JSON_DATAGRAMS = DatagramProtocol(JSONSerializer())
+JSON_LINES = sf.StreamProtocol(sf.JSONSerializer())
+JSON_DATAGRAMS = sf.DatagramProtocol(sf.JSONSerializer())
 
 
-def make_stream_server(path: str) -> AsyncUnixStreamServer[Any, Any]:
+def make_stream_server(path: str) -> sf.AsyncUnixStreamServer[Any, Any]:
     # mode=0o660: only the owner and the group may connect (the default follows the umask).
-    return AsyncUnixStreamServer(path, JSON_LINES, EchoHandler(), mode=0o660)
+    return sf.AsyncUnixStreamServer(path, JSON_LINES, sf.EchoHandler(), mode=0o660)
 
 
-def make_datagram_server(path: str) -> AsyncUnixDatagramServer[Any, Any]:
-    return AsyncUnixDatagramServer(path, JSON_DATAGRAMS, DatagramEchoHandler())
+def make_datagram_server(path: str) -> sf.AsyncUnixDatagramServer[Any, Any]:
+    return sf.AsyncUnixDatagramServer(path, JSON_DATAGRAMS, sf.DatagramEchoHandler())
 
 
 def talk(stream_path: str, datagram_path: str) -> list[Any]:
     """Blocking clients for both servers."""
-    with UnixStreamClient(stream_path, JSON_LINES) as client:
+    with sf.UnixStreamClient(stream_path, JSON_LINES) as client:
         client.send_packet({"over": "stream"})
         first = client.recv_packet(timeout=5)
     # A Unix datagram client binds a path of its own (a temporary file, removed on close):
     # without one, the server could not answer.
-    with UnixDatagramClient(datagram_path, JSON_DATAGRAMS) as datagram_client:
+    with sf.UnixDatagramClient(datagram_path, JSON_DATAGRAMS) as datagram_client:
         datagram_client.send_packet({"over": "datagram"})
         second = datagram_client.recv_packet(timeout=5)
     return [first, second]
@@ -39,11 +35,11 @@ def talk(stream_path: str, datagram_path: str) -> list[Any]:
 async def main() -> None:
     stream_server = make_stream_server("/tmp/echo.sock")
     datagram_server = make_datagram_server("/tmp/echo-dgram.sock")
-    backend = server_framework.current_backend()
+    backend = sf.current_backend()
     async with stream_server, datagram_server, backend.create_task_group() as tasks:
         tasks.start_soon(stream_server.serve_forever)
         tasks.start_soon(datagram_server.serve_forever)
 
 
 if __name__ == "__main__":
-    server_framework.run(main)
+    sf.run(main)

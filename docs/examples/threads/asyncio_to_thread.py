@@ -6,15 +6,15 @@ import asyncio
 import hashlib
 from collections.abc import AsyncGenerator
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 
 def blocking_digest(data: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-class DigestHandler(StreamRequestHandler[str, str]):
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
+class DigestHandler(sf.StreamRequestHandler[str, str]):
+    async def handle(self, client: sf.StreamClient[str]) -> AsyncGenerator[None, str]:
         request = yield
         digest = await asyncio.to_thread(blocking_digest, request)
         await client.send_packet(digest)

@@ -13,13 +13,12 @@ from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from typing import Any
 
-from handlers import StreamClient, StreamRequestHandler
-from server_framework import AsyncBackend, ThreadsPortal
+import server_framework as sf
 
 
-class PortalHandler(StreamRequestHandler[Any, Any]):
-    backend: AsyncBackend
-    portal: ThreadsPortal
+class PortalHandler(sf.StreamRequestHandler[Any, Any]):
+    backend: sf.AsyncBackend
+    portal: sf.ThreadsPortal
 
     async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
         self.backend = server.backend()
@@ -40,7 +39,7 @@ class PortalHandler(StreamRequestHandler[Any, Any]):
         portal.run_sync(done.set)  # a plain callable in the loop thread
         return results
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, Any]:
         values = yield
         done = self.backend.create_event()
         squares = await self.backend.run_in_thread(self.blocking_work, values, done)

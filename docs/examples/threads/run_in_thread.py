@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncGenerator
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 
 def blocking_digest(data: str) -> str:
@@ -13,8 +13,8 @@ def blocking_digest(data: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-class DigestHandler(StreamRequestHandler[str, str]):
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
+class DigestHandler(sf.StreamRequestHandler[str, str]):
+    async def handle(self, client: sf.StreamClient[str]) -> AsyncGenerator[None, str]:
         request = yield
         digest = await client.backend().run_in_thread(blocking_digest, request)
         await client.send_packet(digest)

@@ -7,15 +7,15 @@ from collections.abc import AsyncGenerator
 
 import trio
 
-from handlers import StreamClient, StreamRequestHandler
+import server_framework as sf
 
 
 def blocking_digest(data: str) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-class DigestHandler(StreamRequestHandler[str, str]):
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
+class DigestHandler(sf.StreamRequestHandler[str, str]):
+    async def handle(self, client: sf.StreamClient[str]) -> AsyncGenerator[None, str]:
         request = yield
         digest = await trio.to_thread.run_sync(blocking_digest, request)
         await client.send_packet(digest)

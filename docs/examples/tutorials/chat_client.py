@@ -10,17 +10,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 
-from protocols import StreamProtocol, StringSerializer
-from server_framework import ClosedResourceError, TCPClient
+import server_framework as sf
 
 
-def print_incoming(client: TCPClient[str, str], show: Callable[[str], object]) -> None:
+def print_incoming(client: sf.TCPClient[str, str], show: Callable[[str], object]) -> None:
     """Runs in a thread of its own: show every line from the server."""
     try:
         for line in client.iter_received_packets():
             show(line)
         show("* the server closed the connection")
-    except ClosedResourceError:
+    except sf.ClosedResourceError:
         pass  # we closed the client: we are done
     except ConnectionError:
         show("* connection lost")
@@ -32,9 +31,9 @@ def chat(
     lines: Iterable[str],
     show: Callable[[str], object] = print,
 ) -> None:
-    protocol = StreamProtocol(StringSerializer())
+    protocol = sf.StreamProtocol(sf.StringSerializer())
     # A TCPClient may be shared by threads: one receives while this one sends.
-    with TCPClient(address, protocol, connect_timeout=5) as client:
+    with sf.TCPClient(address, protocol, connect_timeout=5) as client:
         receiver = threading.Thread(
             target=print_incoming, args=(client, show), name="chat-receiver"
         )

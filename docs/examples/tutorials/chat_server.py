@@ -10,24 +10,20 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncGenerator
 
-import server_framework
-from handlers import StreamClient, StreamRequestHandler
-from protocols import StreamProtocol, StringSerializer
-from server_framework.exceptions import BrokenResourceError, ClosedResourceError
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
-class ChatHandler(StreamRequestHandler[str, str]):
+class ChatHandler(sf.StreamRequestHandler[str, str]):
     def __init__(self) -> None:
         # One handler object serves every connection, so what is on `self` is shared by all
         # of them: here, who is in the room. It is only touched from the event loop, so it
         # needs no lock.
-        self.members: dict[StreamClient[str], str] = {}  # connected client -> name
+        self.members: dict[sf.StreamClient[str], str] = {}  # connected client -> name
 
-    async def on_connection(self, client: StreamClient[str]) -> None:
+    async def on_connection(self, client: sf.StreamClient[str]) -> None:
         await client.send_packet("welcome! what is your name?")
 
-    async def handle(self, client: StreamClient[str]) -> AsyncGenerator[None, str]:
+    async def handle(self, client: sf.StreamClient[str]) -> AsyncGenerator[None, str]:
         # A new generator runs for every line.
         line = (yield).rstrip("\r")  # telnet ends lines with CRLF, nc with LF
         if line == "/quit":
@@ -40,7 +36,7 @@ class ChatHandler(StreamRequestHandler[str, str]):
         else:
             await self.broadcast(f"{name}: {line}", sender=client)
 
-    async def join(self, client: StreamClient[str], name: str) -> None:
+    async def join(self, client: sf.StreamClient[str], name: str) -> None:
         if not name or name in self.members.values():
             await client.send_packet("that name is empty or taken; another one?")
             return
@@ -48,24 +44,24 @@ class ChatHandler(StreamRequestHandler[str, str]):
         await client.send_packet(f"hello {name}! {len(self.members) - 1} other(s) here")
         await self.broadcast(f"* {name} joined", sender=client)
 
-    async def on_disconnection(self, client: StreamClient[str]) -> None:
+    async def on_disconnection(self, client: sf.StreamClient[str]) -> None:
         name = self.members.pop(client, None)
         if name is not None:
             await self.broadcast(f"* {name} left", sender=client)
 
-    async def broadcast(self, line: str, sender: StreamClient[str]) -> None:
+    async def broadcast(self, line: str, sender: sf.StreamClient[str]) -> None:
         for member in list(self.members):  # a copy: members may leave while we send
             if member is sender or member.is_closing():
                 continue
             try:
                 await member.send_packet(line)
-            except (ClosedResourceError, BrokenResourceError):
+            except (sf.ClosedResourceError, sf.BrokenResourceError):
                 pass  # it is leaving: its on_disconnection removes it
 
 
-def make_server(host: str, port: int) -> AsyncTCPServer[str, str]:
+def make_server(host: str, port: int) -> sf.AsyncTCPServer[str, str]:
     # Text lines: StringSerializer (UTF-8) and the default LineFramer (b"\n").
-    return AsyncTCPServer(host, port, StreamProtocol(StringSerializer()), ChatHandler())
+    return sf.AsyncTCPServer(host, port, sf.StreamProtocol(sf.StringSerializer()), ChatHandler())
 
 
 async def main() -> None:
@@ -75,4 +71,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "--trio" in sys.argv else None)

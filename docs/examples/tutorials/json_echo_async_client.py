@@ -8,14 +8,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import server_framework
-from protocols import JSONSerializer, StreamProtocol
-from server_framework import AsyncTCPClient
+import server_framework as sf
 
 
 async def main(address: tuple[str, int] = ("127.0.0.1", 9000)) -> list[Any]:
-    protocol = StreamProtocol(JSONSerializer())
-    async with AsyncTCPClient(address, protocol, connect_timeout=5) as client:
+    protocol = sf.StreamProtocol(sf.JSONSerializer())
+    async with sf.AsyncTCPClient(address, protocol, connect_timeout=5) as client:
         print(await client.recv_packet(timeout=5))  # the welcome message
         requests = [{"hello": "world"}, [1, 2, 3], "just a string"]
         for request in requests:  # pipelined: send them all, then read the replies
@@ -27,4 +25,4 @@ async def main(address: tuple[str, int] = ("127.0.0.1", 9000)) -> list[Any]:
 
 
 if __name__ == "__main__":
-    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "--trio" in sys.argv else None)

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocols import JSONSerializer, StreamProtocol
-from server_framework import TCPClient
+import server_framework as sf
 
 
 def main(address: tuple[str, int] = ("127.0.0.1", 9000)) -> list[Any]:
-    protocol = StreamProtocol(JSONSerializer())  # the same protocol as the server's
-    with TCPClient(address, protocol, connect_timeout=5) as client:
+    protocol = sf.StreamProtocol(sf.JSONSerializer())  # the same protocol as the server's
+    with sf.TCPClient(address, protocol, connect_timeout=5) as client:
         print(client.recv_packet(timeout=5))  # the welcome message
         replies = []
         for request in [{"hello": "world"}, [1, 2, 3], "just a string"]:

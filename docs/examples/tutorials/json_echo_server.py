@@ -11,30 +11,27 @@ import sys
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import server_framework
-from handlers import StreamClient, StreamRequestHandler
-from protocols import JSONSerializer, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
-class JSONEcho(StreamRequestHandler[Any, Any]):
+class JSONEcho(sf.StreamRequestHandler[Any, Any]):
     """Sends every JSON document back to the client that sent it."""
 
-    async def on_connection(self, client: StreamClient[Any]) -> None:
+    async def on_connection(self, client: sf.StreamClient[Any]) -> None:
         # Say hello first: the client knows at once that it reached the right server.
         await client.send_packet({"welcome": "send me JSON, one document per line"})
 
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, Any]:
         # One generator serves the whole connection: each `yield` waits for the next request.
         while True:
             request = yield
             await client.send_packet({"echo": request})
 
 
-def make_server(host: str, port: int) -> AsyncTCPServer[Any, Any]:
+def make_server(host: str, port: int) -> sf.AsyncTCPServer[Any, Any]:
     # One JSON document per line: JSONSerializer, and StreamProtocol's default LineFramer.
-    protocol = StreamProtocol(JSONSerializer())
-    return AsyncTCPServer(host, port, protocol, JSONEcho())
+    protocol = sf.StreamProtocol(sf.JSONSerializer())
+    return sf.AsyncTCPServer(host, port, protocol, JSONEcho())
 
 
 async def main() -> None:
@@ -44,4 +41,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "--trio" in sys.argv else None)

@@ -6,25 +6,22 @@ import sys
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import server_framework
-from handlers import StreamClient, StreamRequestHandler
-from protocols import JSONSerializer, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
-class Echo(StreamRequestHandler[Any, Any]):
-    async def handle(self, client: StreamClient[Any]) -> AsyncGenerator[None, Any]:
+class Echo(sf.StreamRequestHandler[Any, Any]):
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[None, Any]:
         request = yield  # wait for the next request (one JSON document)
         await client.send_packet(request)  # answer it
 
 
 async def main(port: int = 9000) -> None:
-    protocol = StreamProtocol(JSONSerializer())  # one JSON document per line
-    async with AsyncTCPServer("127.0.0.1", port, protocol, Echo()) as server:
+    protocol = sf.StreamProtocol(sf.JSONSerializer())  # one JSON document per line
+    async with sf.AsyncTCPServer("127.0.0.1", port, protocol, Echo()) as server:
         print("serving on", server.get_addresses())
         await server.serve_forever()
 
 
 if __name__ == "__main__":
     # uvloop where installed, else asyncio; `python quickstart.py trio` runs it on trio.
-    server_framework.run(main, backend="trio" if "trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "trio" in sys.argv else None)

@@ -9,13 +9,12 @@ from typing import Any
 
 from typed_service import Order, Reply  # the server's message types, shared
 
-from protocols import JSONSerializer, StreamProtocol
-from server_framework import TCPClient
+import server_framework as sf
 
 # The server's protocol seen from the other side: it encodes requests and decodes replies.
 # (Encoding is not validated: the dict below shows what an invalid request gets.)
-CLIENT_PROTOCOL: StreamProtocol[Order | dict[str, Any], Reply] = StreamProtocol(
-    JSONSerializer(type=Reply)
+CLIENT_PROTOCOL: sf.StreamProtocol[Order | dict[str, Any], Reply] = sf.StreamProtocol(
+    sf.JSONSerializer(type=Reply)
 )
 
 
@@ -25,7 +24,7 @@ def main(address: tuple[str, int] = ("127.0.0.1", 9003)) -> list[Reply]:
         {"item": "gadget", "quantity": 0, "unit_price": 10.0},  # quantity must be >= 1
         {"item": "gizmo", "quantity": 1},  # unit_price is missing
     ]
-    with TCPClient(address, CLIENT_PROTOCOL, connect_timeout=5) as client:
+    with sf.TCPClient(address, CLIENT_PROTOCOL, connect_timeout=5) as client:
         for request in requests:
             client.send_packet(request)
         replies = [client.recv_packet(timeout=5) for _ in requests]

@@ -16,10 +16,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-import server_framework
-from handlers import RequestResponseHandler
-from protocols import DeserializeError, JSONSerializer, ProtocolError, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+import server_framework as sf
 
 
 class Order(msgspec.Struct, forbid_unknown_fields=True):
@@ -44,26 +41,26 @@ class Error(msgspec.Struct, tag=True):
 Reply = Quote | Error
 
 # Built once, used for every message: every request is decoded straight into an Order.
-PROTOCOL: StreamProtocol[Reply, Order] = StreamProtocol(JSONSerializer(type=Order))
+PROTOCOL: sf.StreamProtocol[Reply, Order] = sf.StreamProtocol(sf.JSONSerializer(type=Order))
 
 
-class QuoteService(RequestResponseHandler[Order, Reply]):
+class QuoteService(sf.RequestResponseHandler[Order, Reply]):
     async def respond(self, request: Order, client: Any) -> Reply:
         # `request` is an Order, already validated: no isinstance or key checks here.
         discount = 0.05 if request.quantity >= 10 else 0.0
         total = round(request.quantity * request.unit_price * (1 - discount), 2)
         return Quote(request.item, total, discount)
 
-    async def on_bad_message(self, error: ProtocolError, client: Any) -> Reply | None:
+    async def on_bad_message(self, error: sf.ProtocolError, client: Any) -> Reply | None:
         # A message that does not decode or validate: say why, in the client's terms
         # (msgspec's message names the field), and keep the connection.
-        if isinstance(error, DeserializeError):
+        if isinstance(error, sf.DeserializeError):
             return Error(error.reason)
         raise error  # a framing error (a line over 1 MiB): the connection closes
 
 
-def make_server(host: str, port: int) -> AsyncTCPServer[Order, Reply]:
-    return AsyncTCPServer(host, port, PROTOCOL, QuoteService())
+def make_server(host: str, port: int) -> sf.AsyncTCPServer[Order, Reply]:
+    return sf.AsyncTCPServer(host, port, PROTOCOL, QuoteService())
 
 
 async def main() -> None:
@@ -73,4 +70,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "--trio" in sys.argv else None)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocols import DatagramProtocol, JSONSerializer
-from server_framework import UDPClient
+import server_framework as sf
 
 
-def ask(client: UDPClient[Any, Any], request: Any, *, attempts: int = 3, timeout: float = 1) -> Any:
+def ask(
+    client: sf.UDPClient[Any, Any], request: Any, *, attempts: int = 3, timeout: float = 1
+) -> Any:
     """Send ``request`` until an answer comes, at most ``attempts`` times."""
     for _ in range(attempts):
         client.send_packet(request)
@@ -23,7 +24,7 @@ def ask(client: UDPClient[Any, Any], request: Any, *, attempts: int = 3, timeout
 
 
 def main(address: tuple[str, int] = ("127.0.0.1", 9001)) -> list[Any]:
-    with UDPClient(address, DatagramProtocol(JSONSerializer())) as client:
+    with sf.UDPClient(address, sf.DatagramProtocol(sf.JSONSerializer())) as client:
         replies = [ask(client, {"ping": n}) for n in range(3)]
     for reply in replies:
         print(reply)

@@ -10,25 +10,22 @@ import sys
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import server_framework
-from handlers import DatagramClient, DatagramRequestHandler
-from protocols import DatagramProtocol, JSONSerializer
-from server_framework.servers import AsyncUDPServer
+import server_framework as sf
 
 
-class UDPEcho(DatagramRequestHandler[Any, Any]):
+class UDPEcho(sf.DatagramRequestHandler[Any, Any]):
     """Answers every datagram with its content and how many this peer has sent so far."""
 
-    async def handle(self, client: DatagramClient[Any]) -> AsyncGenerator[None, Any]:
+    async def handle(self, client: sf.DatagramClient[Any]) -> AsyncGenerator[None, Any]:
         request = yield
         # The server keeps a client, with its `state` dict, per peer address while it is active.
         count = client.state["count"] = client.state.get("count", 0) + 1
         await client.send_packet({"echo": request, "count": count})
 
 
-def make_server(host: str, port: int) -> AsyncUDPServer[Any, Any]:
+def make_server(host: str, port: int) -> sf.AsyncUDPServer[Any, Any]:
     # No framing: one datagram is one message.
-    return AsyncUDPServer(host, port, DatagramProtocol(JSONSerializer()), UDPEcho())
+    return sf.AsyncUDPServer(host, port, sf.DatagramProtocol(sf.JSONSerializer()), UDPEcho())
 
 
 async def main() -> None:
@@ -38,4 +35,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    server_framework.run(main, backend="trio" if "--trio" in sys.argv else None)
+    sf.run(main, backend="trio" if "--trio" in sys.argv else None)
