@@ -2,10 +2,12 @@
 
 One import gives a program everything it needs to serve, and to talk to a server::
 
+    from typing import Any
+
     import server_framework as sf
 
-    class Echo(sf.StreamRequestHandler):
-        async def handle(self, client):
+    class Echo(sf.StreamRequestHandler[Any, Any]):
+        async def handle(self, client: sf.StreamClient[Any]):
             request = yield
             await client.send_packet(request)
 
