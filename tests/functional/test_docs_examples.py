@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from protocols import JSONSerializer, StreamProtocol
-from server_framework.servers import AsyncTCPServer
+from server_framework.testing import serve_in_background
 
-from server_helpers import in_thread, line_exchange, serving
+from server_helpers import CLIENT_TIMEOUT
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 JSON_LINES = StreamProtocol(JSONSerializer())
@@ -36,34 +36,33 @@ def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+async def exchange(handler: Any, messages: list[Any]) -> list[Any]:
+    """Serve ``handler`` in this loop, send ``messages`` in one write, return the replies."""
+    async with serve_in_background(handler, JSON_LINES, timeout=CLIENT_TIMEOUT) as served:
+        await served.client.send_packets(messages)
+        return [await served.client.recv_packet() for _ in messages]
+
+
 @pytest.mark.parametrize("example", ["threads/run_in_thread.py", "threads/custom_executor.py"])
 async def test_digest_examples(backend_name: str, example: str) -> None:
     handler = load(example).DigestHandler()
-    async with serving(AsyncTCPServer("127.0.0.1", 0, JSON_LINES, handler)) as server:
-        assert await in_thread(line_exchange, server.get_addresses()[0], ["a", "b"]) == [
-            digest("a"),
-            digest("b"),
-        ]
+    assert await exchange(handler, ["a", "b"]) == [digest("a"), digest("b")]
 
 
 async def test_asyncio_to_thread_example(backend_name: str) -> None:
     if backend_name == "trio":
         pytest.skip("asyncio.to_thread needs an asyncio loop (see trio_to_thread.py)")
     handler = load("threads/asyncio_to_thread.py").DigestHandler()
-    async with serving(AsyncTCPServer("127.0.0.1", 0, JSON_LINES, handler)) as server:
-        assert await in_thread(line_exchange, server.get_addresses()[0], ["x"]) == [digest("x")]
+    assert await exchange(handler, ["x"]) == [digest("x")]
 
 
 async def test_trio_to_thread_example(backend_name: str) -> None:
     if backend_name != "trio":
         pytest.skip("trio.to_thread needs trio (see asyncio_to_thread.py)")
     handler = load("threads/trio_to_thread.py").DigestHandler()
-    async with serving(AsyncTCPServer("127.0.0.1", 0, JSON_LINES, handler)) as server:
-        assert await in_thread(line_exchange, server.get_addresses()[0], ["x"]) == [digest("x")]
+    assert await exchange(handler, ["x"]) == [digest("x")]
 
 
 async def test_portal_example(backend_name: str) -> None:
     handler: Any = load("threads/portal.py").PortalHandler()
-    async with serving(AsyncTCPServer("127.0.0.1", 0, JSON_LINES, handler)) as server:
-        replies = await in_thread(line_exchange, server.get_addresses()[0], [[1, 2, 3], [4]])
-    assert replies == [[1, 4, 9], [16]]
+    assert await exchange(handler, [[1, 2, 3], [4]]) == [[1, 4, 9], [16]]

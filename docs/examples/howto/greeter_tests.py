@@ -1,72 +1,65 @@
-"""Testing a handler: serve it on a free port, talk to it with a real client, stop it.
+"""Testing a handler without the pytest plugin: ``serve_in_background`` in any test function.
 
-Three styles, from the simplest: a standalone server in a thread (no async test plugin at
-all), the async server and client run by ``server_framework.run`` on each loop, and the
-protocol alone, without sockets. Copy them into your ``tests/`` and run ``pytest``.
+A plain test serves the handler in a thread (``with``); an async scenario serves it in its own
+loop (``async with``), run on each loop by ``sf.run``. Then a server facing misbehaving peers,
+and the protocol alone, without sockets. Copy them into your ``tests/`` and run ``pytest``.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 from greeter import Greeter
 
-import server_framework
-from protocols import DatagramProtocol, JSONSerializer, StreamProtocol
-from server_framework import AsyncTCPClient, TCPClient, UDPClient
-from server_framework.servers import AsyncTCPServer, StandaloneTCPServer, StandaloneUDPServer
+import server_framework as sf
+from server_framework.testing import faults, serve_in_background
 
 LOOPS = ["asyncio", "uvloop", "trio"]
-JSON_LINES = StreamProtocol(JSONSerializer())
+JSON_LINES = sf.StreamProtocol(sf.JSONSerializer())
+JSON_DATAGRAMS = sf.DatagramProtocol(sf.JSONSerializer())
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_greeter_over_udp(loop: Any) -> None:
-    # A standalone server binds at construction (port 0: any free port) and serves in a thread.
-    server = StandaloneUDPServer(
-        "127.0.0.1", 0, DatagramProtocol(JSONSerializer()), Greeter(), backend=loop
-    )
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        server.wait_started()
-        address = server.get_addresses()[0]
-        assert isinstance(address, tuple)  # (host, port)
-        with UDPClient(address, DatagramProtocol(JSONSerializer())) as client:
-            client.send_packet({"name": "udp"})
-            assert client.recv_packet(timeout=5) == {"greeting": "hello, udp"}
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
+    # A free port, a server thread on that loop, a connected client; all stopped on exit.
+    with serve_in_background(Greeter(), JSON_DATAGRAMS, backend=loop) as served:
+        assert served.client.request({"name": "udp"}) == {"greeting": "hello, udp"}
 
 
 async def greeter_scenario() -> list[Any]:
-    """Serve a Greeter, send two requests in one go (pipelined), stop; return the replies."""
-    backend = server_framework.current_backend()
-    async with (
-        AsyncTCPServer("127.0.0.1", 0, JSON_LINES, Greeter("hi")) as server,
-        backend.create_task_group() as tasks,
-    ):
-        tasks.start_soon(server.serve_forever)
-        address = server.get_addresses()[0]
-        assert isinstance(address, tuple)  # (host, port)
-        try:
-            async with AsyncTCPClient(address, JSON_LINES) as client:
-                await client.send_packet({"name": "a"})
-                await client.send_packet("not an object")
-                return [await client.recv_packet(timeout=5) for _ in range(2)]
-        finally:
-            await server.shutdown()  # serve_forever returns, the task group can end
+    """Serve a Greeter in this loop, send two requests in one go (pipelined); return the replies."""
+    async with serve_in_background(Greeter("hi"), JSON_LINES) as served:
+        await served.client.send_packets([{"name": "a"}, "not an object"])
+        return [await served.client.recv_packet() for _ in range(2)]
 
 
 @pytest.mark.parametrize("loop", LOOPS)
 def test_greeter_over_tcp(loop: Any) -> None:
-    replies = server_framework.run(greeter_scenario, backend=loop)
+    replies = sf.run(greeter_scenario, backend=loop)
     assert replies[0] == {"greeting": "hi, a"}
     assert "error" in replies[1]
+
+
+def test_blocking_client_against_a_thread_server() -> None:
+    # Every transport: "tcp", "tls" (a throwaway certificate), "udp", "unix", "unix-datagram".
+    for transport in ("tls", "unix"):
+        with serve_in_background(Greeter(), JSON_LINES, transport=transport) as served:
+            assert served.client.request({}) == {"greeting": "hello, world"}
+            with served.connect() as second:  # more clients, closed with the serving anyway
+                assert second.request({"name": "2"}) == {"greeting": "hello, 2"}
+
+
+def test_greeter_survives_misbehaving_peers() -> None:
+    request = JSON_LINES.encode({"name": "x" * 1000})
+    with serve_in_background(Greeter(), JSON_LINES) as served:
+        faults.reset_mid_frame(served.address, request)  # half a request, then a TCP reset
+        faults.send_raw(served.address, faults.garbage(4096))  # bytes that are not JSON
+        with served.open_socket() as sock:  # a request one byte at a time
+            faults.trickle(sock, JSON_LINES.encode({"name": "slow"}))
+            assert faults.recv_packets(sock, JSON_LINES) == [{"greeting": "hello, slow"}]
+        with faults.stop_reading(served.address, request):  # a client that never reads
+            assert served.client.request({"name": "b"}) == {"greeting": "hello, b"}
 
 
 def test_protocol_without_sockets() -> None:
@@ -77,21 +70,3 @@ def test_protocol_without_sockets() -> None:
     assert list(decoder) == [{"name": "a"}]
     decoder.feed(b': "b"}\n')
     assert list(decoder) == [{"name": "b"}]
-
-
-def test_blocking_client_against_a_thread_server() -> None:
-    # The same with TCP: for a test suite that is not async at all.
-    server = StandaloneTCPServer("127.0.0.1", 0, JSON_LINES, Greeter())
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        server.wait_started()
-        address = server.get_addresses()[0]
-        assert isinstance(address, tuple)
-        with TCPClient(address, JSON_LINES) as client:
-            client.send_packet({})
-            assert client.recv_packet(timeout=5) == {"greeting": "hello, world"}
-    finally:
-        server.shutdown()
-        thread.join()
-        server.server_close()
