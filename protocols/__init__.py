@@ -6,7 +6,9 @@
   ``max_frame_size`` on every one.
 - :class:`StreamProtocol` and :class:`DatagramProtocol` put them together, with an optional
   :class:`Converter` to application types.
-- Every bad input is a :class:`ProtocolError`.
+- Every bad input is a :class:`ProtocolError`; :mod:`protocols.diagnostics` names the likely
+  cause of bytes that do not parse (TLS or HTTP where plaintext was expected, text where a
+  length header was...), for the errors and log lines that report them.
 
 Example::
 
@@ -18,6 +20,7 @@ Example::
     assert list(decoder) == [{"id": 1}, {"id": 2}]
 """
 
+from .diagnostics import SNIFF_SIZE, likely_cause
 from .exceptions import (
     DeserializeError,
     FrameTooLargeError,
@@ -59,6 +62,7 @@ from .wrappers import Base64Wrapper, BZ2Wrapper, LZMAWrapper, ZlibWrapper
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "SNIFF_SIZE",
     "BZ2Wrapper",
     "Base64Wrapper",
     "BytesSerializer",
@@ -93,4 +97,5 @@ __all__ = [
     "build_v1",
     "build_v2",
     "crc32c",
+    "likely_cause",
 ]

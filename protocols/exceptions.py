@@ -65,23 +65,36 @@ class FrameTooLargeError(FramingError):
     Raised as soon as the size is known to be too large (from a length header, or once the
     pending bytes exceed the limit without a delimiter), before the frame is buffered.
 
+    When the frame's first bytes point to another cause than a large frame (text where a
+    length header should be, a TLS handshake, an HTTP request: see
+    :func:`protocols.diagnostics.likely_cause`), the decoders pass it as ``hint`` and the
+    message gives it instead of advising to raise ``max_frame_size``.
+
     Attributes:
         size: The frame's size in bytes, or the pending size when the frame is incomplete.
         limit: The ``max_frame_size`` that was exceeded.
+        complete: False if ``size`` counts only the part of the frame received so far.
+        hint: The likely cause, when the bytes suggest one (else None).
     """
 
-    def __init__(self, size: int, limit: int, *, complete: bool = True) -> None:
+    def __init__(
+        self, size: int, limit: int, *, complete: bool = True, hint: str | None = None
+    ) -> None:
         self.size = size
         self.limit = limit
         self.complete = complete
+        self.hint = hint
         what = "frame of" if complete else "incomplete frame already"
-        super().__init__(
-            f"{what} {size} bytes is over max_frame_size={limit}; raise the framer's "
-            "max_frame_size if such frames are legitimate"
+        advice = (
+            "; raise the framer's max_frame_size if such frames are legitimate"
+            if hint is None
+            else f" (hint: {hint})"
         )
+        super().__init__(f"{what} {size} bytes is over max_frame_size={limit}{advice}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (functools.partial(type(self), complete=self.complete), (self.size, self.limit))
+        rebuild = functools.partial(type(self), complete=self.complete, hint=self.hint)
+        return (rebuild, (self.size, self.limit))
 
 
 class SerializeError(ValueError):

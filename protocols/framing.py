@@ -19,6 +19,10 @@ Strategy of the decoders (the hot path of every stream server):
   :class:`FramingError` on further use): the stream can no longer be trusted to be in sync.
 - When everything received has been consumed the buffer is dropped, so an idle connection
   holds no receive data at all.
+- A frame too large is looked at before it is dropped: when its first bytes point to another
+  cause (text where a length header should be, binary data on a line framer, a TLS handshake,
+  an HTTP request: :func:`protocols.diagnostics.likely_cause`), the error says so instead of
+  advising to raise ``max_frame_size``. Only the error path pays for that.
 - A :class:`DeserializeError` from the deserializer is raised *after* the frame has been
   consumed: the decoder stays in sync and the next iteration returns the next message.
 """
@@ -30,6 +34,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import Final, TypeVar
 
+from .diagnostics import SNIFF_SIZE, likely_cause
 from .exceptions import FrameTooLargeError, FramingError, SerializeError
 
 __all__ = [
@@ -64,8 +69,10 @@ class StreamDecoder(Iterator[T]):
     the next frame starts), ``_max`` (``max_frame_size``) and ``_deserialize`` (call it with
     each frame's ``bytes``). Raise ``StopIteration`` through ``self._exhausted()`` when
     ``_pos`` reached the end (it drops the buffer), plain ``StopIteration`` when a frame is
-    incomplete, ``self._too_large(size, complete=...)`` for an oversized frame (it marks the
-    decoder broken), and call ``self._check_usable()`` before reporting "no more data".
+    incomplete, ``self._too_large(size, complete=...)`` for an oversized frame starting at
+    ``_pos`` (it marks the decoder broken; override ``_hint(data)`` to name the likely cause
+    from the frame's first bytes), and call ``self._check_usable()`` before reporting "no more
+    data".
     :meth:`feed` keeps ``_buf``/``_pos`` consistent; override ``_rebased(shift)`` if you keep
     offsets of your own into ``_buf``.
 
@@ -99,6 +106,14 @@ class StreamDecoder(Iterator[T]):
     def broken(self) -> bool:
         """True once a framing error made the stream unusable."""
         return self._broken is not None
+
+    def peek(self, size: int = SNIFF_SIZE) -> bytes:
+        """The first ``size`` bytes received and not decoded yet (an unfinished frame's start).
+
+        For diagnostics (what did the peer send that does not form a message?), e.g. with
+        :func:`protocols.diagnostics.likely_cause`; it does not consume anything.
+        """
+        return bytes(memoryview(self._buf)[self._pos : self._pos + size])
 
     def feed(self, data: _Data) -> None:
         """Add received bytes. Cheap: no parsing happens until iteration.
@@ -149,8 +164,14 @@ class StreamDecoder(Iterator[T]):
         self._pos = 0
         raise StopIteration
 
+    def _hint(self, data: bytes) -> str | None:
+        """The likely cause of a frame too large that starts with ``data`` (see
+        :func:`~protocols.diagnostics.likely_cause`); the decoders of a framing override it."""
+        return likely_cause(data)
+
     def _too_large(self, size: int, *, complete: bool) -> FrameTooLargeError:
-        error = FrameTooLargeError(size, self._max, complete=complete)
+        hint = self._hint(self.peek())
+        error = FrameTooLargeError(size, self._max, complete=complete, hint=hint)
         self._broken = error
         self._buf = b""
         self._pos = 0
@@ -277,6 +298,9 @@ class _LineDecoder(StreamDecoder[T]):
         # Invariant: pos <= scan <= len(buf), so the shifted scan never goes below 0.
         self._scan -= shift
 
+    def _hint(self, data: bytes) -> str | None:
+        return likely_cause(data, framing="line", delimiter=self._delim)
+
     def __next__(self) -> T:
         buf = self._buf
         pos = self._pos
@@ -293,9 +317,9 @@ class _LineDecoder(StreamDecoder[T]):
             self._scan = max(pos, len(buf) - len(self._delim) + 1)
             raise StopIteration
         size = end - pos
-        self._pos = self._scan = end + len(self._delim)
         if size > self._max:
             raise self._too_large(size, complete=True)
+        self._pos = self._scan = end + len(self._delim)
         return self._deserialize(
             buf[pos:end] if type(buf) is bytes else bytes(memoryview(buf)[pos:end])
         )
@@ -377,6 +401,9 @@ class _LengthPrefixDecoder(StreamDecoder[T]):
         super().__init__(deserialize, max_frame_size)
         self._unpack_from = header.unpack_from
         self._hsize = header.size
+
+    def _hint(self, data: bytes) -> str | None:
+        return likely_cause(data, framing="length-prefix")
 
     def __next__(self) -> T:
         buf = self._buf

@@ -13,6 +13,7 @@ Blocked = tuple[Coroutine[Any, Any, Any], Any, int]
 class CompiledDecoder(StreamDecoder[Any]):
     def __init__(self, deserialize: Callable[[bytes], Any] | None, max_frame_size: int) -> None: ...
     def __next__(self) -> Any: ...
+    def peek(self, size: int = ...) -> bytes: ...
 
 class LineDecoder(CompiledDecoder):
     def __init__(
@@ -62,6 +63,7 @@ class DriverCore:
     _stopping: bool
     _lost: bool
     _close_requested: bool
+    _words: Any
     id: int
     state: dict[str, Any]
 
@@ -75,6 +77,7 @@ class DriverCore:
         idle_timeout: float | None,
         frame_timeout: float | None = None,
         high_water: int = ...,
+        words: Any,
     ) -> None: ...
     def _process(self) -> Blocked | None: ...
     def _process_responses(self) -> Blocked | None: ...

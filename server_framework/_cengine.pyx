@@ -31,6 +31,7 @@ from handlers.request_response import RequestResponseHandler
 from protocols import (
     BytesSerializer,
     DatagramProtocol,
+    DeserializeError,
     FixedSizeFramer,
     LengthPrefixFramer,
     LineFramer,
@@ -39,6 +40,7 @@ from protocols import (
     StreamDecoder,
     StreamProtocol,
 )
+from protocols.diagnostics import SNIFF_SIZE, likely_cause
 from protocols.exceptions import FrameTooLargeError, FramingError
 from server_framework._asyncio_flow import BATCH_FULL, READ_HIGH_WATER
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
@@ -254,6 +256,16 @@ def _release_frames(exc):
         current = current.__cause__ or current.__context__
 
 
+def _log_bad_message(event, exc):
+    """Twin of ``servers._driver.log_bad_message``."""
+    data = exc.data if isinstance(exc, DeserializeError) else b""
+    hint = likely_cause(data, peer="the client") if data else None
+    if hint is None:
+        logger.warning(event, error=str(exc))
+    else:
+        logger.warning(event, error=str(exc), hint=hint)
+
+
 #: Handler class -> its _fast_respond answer; emptied when it reaches _FAST_TYPES_MAX classes
 #: (a plain dict: a WeakKeyDictionary lookup costs a Python call and a weakref).
 cdef dict _FAST_TYPES = {}
@@ -325,6 +337,10 @@ cdef class CompiledDecoder(Source):
         """True once a framing error made the stream unusable."""
         return self._broken is not None
 
+    def peek(self, size=SNIFF_SIZE):
+        """The first ``size`` bytes received and not decoded yet (see ``StreamDecoder.peek``)."""
+        return bytes(memoryview(self._buf)[self._pos : self._pos + size])
+
     cdef inline Py_ssize_t _size(self):
         buf = self._buf
         if PyBytes_CheckExact(buf):
@@ -374,8 +390,13 @@ cdef class CompiledDecoder(Source):
         self._pos = 0
         return NOTHING
 
+    cdef object _hint(self, bytes data):
+        """Twin of ``StreamDecoder._hint``."""
+        return likely_cause(data)
+
     cdef object _too_large(self, object size, bint complete):
-        error = FrameTooLargeError(size, self._max, complete=complete)
+        hint = self._hint(self.peek())
+        error = FrameTooLargeError(size, self._max, complete=complete, hint=hint)
         self._broken = error
         self._buf = b""
         self._pos = 0
@@ -413,6 +434,9 @@ cdef class LineDecoder(CompiledDecoder):
     cdef void _rebased(self, Py_ssize_t shift):
         self._scan -= shift
 
+    cdef object _hint(self, bytes data):
+        return likely_cause(data, framing="line", delimiter=self._delim)
+
     cdef object _take(self):
         cdef Py_ssize_t pos = self._pos
         cdef Py_ssize_t size = self._size()
@@ -436,9 +460,9 @@ cdef class LineDecoder(CompiledDecoder):
             self._scan = max(pos, size - dlen + 1)
             return NOTHING
         end = found - data
-        self._pos = self._scan = end + dlen
         if end - pos > self._max:
             raise self._too_large(end - pos, True)
+        self._pos = self._scan = end + dlen
         return self._frame(pos, end)
 
 
@@ -450,6 +474,9 @@ cdef class LengthPrefixDecoder(CompiledDecoder):
     def __init__(self, deserialize, Py_ssize_t max_frame_size, Py_ssize_t header_size):
         CompiledDecoder.__init__(self, deserialize, max_frame_size)
         self._hsize = header_size
+
+    cdef object _hint(self, bytes data):
+        return likely_cause(data, framing="length-prefix")
 
     cdef object _take(self):
         cdef Py_ssize_t pos = self._pos
@@ -784,6 +811,7 @@ cdef class DriverCore:
     cdef public bint _stopping
     cdef public bint _lost
     cdef public bint _close_requested
+    cdef public object _words
     cdef public object id
     cdef public object state
 
@@ -797,6 +825,7 @@ cdef class DriverCore:
         idle_timeout,
         frame_timeout=None,
         Py_ssize_t high_water=sys.maxsize,
+        words,
     ):
         self._handler = handler
         self._protocol = protocol
@@ -823,6 +852,7 @@ cdef class DriverCore:
         self._stopping = False
         self._lost = False
         self._close_requested = False
+        self._words = words
         self.id = conn_id
         self.state = {}
 
@@ -1023,10 +1053,10 @@ cdef class DriverCore:
         self._agen = None
         self._params = None
         if self._lost and isinstance(exc, DISCONNECT_ERRORS):
-            logger.debug("client disconnected during a request", error=str(exc))
+            logger.debug(self._words.disconnected, error=str(exc))
             self._request_close()
         elif isinstance(exc, ProtocolError):
-            logger.warning("closing connection after a bad message", error=str(exc))
+            _log_bad_message(self._words.bad_message, exc)
             self._request_close()
         else:
             self._close_after_error(exc)
@@ -1036,7 +1066,7 @@ cdef class DriverCore:
         self._request_close()
 
     def _close_after_error(self, exc):
-        logger.error("request handler failed; closing the connection", exc_info=exc)
+        logger.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 
     def _request_close(self):

@@ -24,7 +24,9 @@ Errors: a timeout is :class:`TimeoutError`; a connection the server closed or br
 :class:`ConnectionError`; a client this program closed raises
 :class:`~server_framework.exceptions.ClosedResourceError`; a bad message from the server raises
 its :class:`~protocols.ProtocolError` (after a ``DeserializeError`` the client is still usable,
-after a ``FramingError`` it is not).
+after a ``FramingError`` it is not). When the server's bytes form no message (or it sent
+nothing), a stream client's timeout or end-of-stream error says what came and what it looks
+like (TLS, length-prefixed frames, text...: ``protocols.diagnostics.likely_cause``).
 """
 
 from ._async_datagram import AsyncUDPClient, AsyncUnixDatagramClient

@@ -18,7 +18,7 @@ import ssl as _ssl
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, Generic, TypeVar
 
-from protocols import FramingError, StreamDecoder, StreamProtocol
+from protocols import FramingError, ProtocolError, StreamDecoder, StreamProtocol
 from server_framework.backend import AsyncBackend
 
 from ._async_base import AsyncClientBase
@@ -29,6 +29,7 @@ from ._common import (
     connect_error,
     encode_all,
     peer_closed_error,
+    receive_detail,
     receive_timeout_error,
     resolve,
     resolve_numeric,
@@ -44,7 +45,7 @@ RecvT = TypeVar("RecvT")
 class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
     """What :class:`AsyncTCPClient` and :class:`AsyncUnixStreamClient` share."""
 
-    __slots__ = ("_decoder", "_protocol", "_transport")
+    __slots__ = ("_decoder", "_heard", "_protocol", "_transport")
 
     def __init__(
         self, protocol: StreamProtocol[SendT, RecvT], connect_timeout: float | None
@@ -54,6 +55,7 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
         self._protocol = protocol
         self._decoder: StreamDecoder[RecvT] = protocol.decoder()
         self._transport: StreamTransport | None = None
+        self._heard = False  # the server sent something (else errors say it sent nothing)
 
     async def send_packet(self, packet: SendT) -> None:
         """Serialize, frame and send ``packet``.
@@ -107,7 +109,9 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
                 received).
 
         Raises:
-            TimeoutError: nothing arrived within ``timeout``; the client is still usable.
+            TimeoutError: nothing arrived within ``timeout``; the client is still usable. The
+                message says what was received that forms no message (and what it looks
+                like), or that nothing was.
             DeserializeError: the next message is invalid; it was consumed and the client is
                 still usable (the next call returns the message after it).
             FramingError: the stream cannot be split into messages any more (for example,
@@ -130,7 +134,8 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
             raise self._unusable()
         decoder = self._decoder
         try:
-            for packet in decoder:  # a message received already
+            for packet in decoder:  # a message received already (fed by the transport)
+                self._heard = True
                 return packet
             if timeout is None:
                 return await self._receive(transport, decoder)
@@ -141,20 +146,34 @@ class _AsyncStreamClient(AsyncClientBase, Generic[SendT, RecvT]):
                     return await self._receive(transport, decoder)
             except TimeoutError:
                 if scope.cancelled_caught:
-                    raise receive_timeout_error(timeout) from None
+                    detail = receive_detail(self._protocol, decoder, self._heard)
+                    raise receive_timeout_error(timeout, detail=detail) from None
                 raise
         except FramingError as exc:
             self._break(exc)
+            raise
+        except ProtocolError:
+            self._heard = True  # a bad message is something
             raise
 
     async def _receive(self, transport: StreamTransport, decoder: StreamDecoder[RecvT]) -> RecvT:
         self._receiving = True
         try:
-            while await transport.receive():
-                for packet in decoder:
-                    return packet
+            try:
+                while await transport.receive():
+                    self._heard = True
+                    for packet in decoder:
+                        return packet
+            except ConnectionError as exc:
+                if self._heard or type(exc) is not ConnectionError:
+                    raise
+                # A reset (or a broken TLS session) before the server sent a byte: say so.
+                detail = receive_detail(self._protocol, decoder, self._heard)
+                raise ConnectionError(f"{exc} ({detail})") from exc
             self._eof = True
-            raise peer_closed_error(decoder.buffered)
+            raise peer_closed_error(
+                decoder.buffered, receive_detail(self._protocol, decoder, self._heard)
+            )
         finally:
             self._receiving = False
 

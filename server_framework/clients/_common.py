@@ -19,6 +19,11 @@ Errors, by who ended the client's usefulness:
   ``socket.gaierror``...) with a message naming the address, or :class:`TimeoutError`;
 - the server sent a bad message: the :class:`~protocols.ProtocolError` itself.
 
+When a receive times out or meets the end of the stream while the bytes received form no
+message (or nothing came at all), its error says what was received and what it looks like
+(:func:`receive_detail`, with :func:`protocols.diagnostics.likely_cause`): a client and a
+server that disagree on framing, serializer or TLS otherwise show only a bare timeout.
+
 Nothing here does I/O but :func:`resolve` (a DNS lookup) and the datagram socket helpers (which
 bind and connect without waiting).
 """
@@ -34,7 +39,8 @@ import tempfile
 from collections.abc import Iterable
 from typing import Any, Final, NoReturn, TypeVar
 
-from protocols import StreamProtocol
+from protocols import LengthPrefixFramer, LineFramer, StreamDecoder, StreamProtocol
+from protocols.diagnostics import SNIFF_SIZE, likely_cause
 from server_framework.exceptions import ClosedResourceError
 
 __all__ = [
@@ -50,6 +56,7 @@ __all__ = [
     "encode_all",
     "peer_closed_error",
     "raise_datagram_error",
+    "receive_detail",
     "receive_timeout_error",
     "resolve",
     "resolve_numeric",
@@ -175,9 +182,46 @@ def connect_timeout_error(address: Any, timeout: float | None) -> TimeoutError:
     )
 
 
-def receive_timeout_error(timeout: float | None, what: str = "message") -> TimeoutError:
-    """The error of a receive call that waited ``timeout`` seconds for nothing."""
-    return TimeoutError(f"no {what} received from the server within {timeout} s")
+#: What to check when the server's bytes (or its silence) suggest the two sides disagree.
+_CHECK_BOTH_SIDES: Final = (
+    "check that both sides use the same framing and serializer, and TLS on both or on neither; "
+    "the server's log may say why"
+)
+
+
+def receive_detail(
+    protocol: StreamProtocol[Any, Any], decoder: StreamDecoder[Any], heard: bool
+) -> str:
+    """What the error of a stream receive that timed out, or met the end of the stream, adds
+    after its message: the bytes received that form no message, what they look like and what to
+    check; or, if the server sent nothing at all (``heard`` False), that it did not. "" when
+    neither applies. For the error path only (it looks at the bytes).
+    """
+    pending = decoder.buffered
+    if pending:
+        head = decoder.peek(SNIFF_SIZE)
+        framer = protocol.framer
+        if isinstance(framer, LineFramer):
+            hint = likely_cause(head, framing="line", delimiter=framer.delimiter, peer="the server")
+        elif isinstance(framer, LengthPrefixFramer):
+            hint = likely_cause(head, framing="length-prefix", peer="the server")
+        else:
+            hint = likely_cause(head, peer="the server")
+        more = "..." if pending > len(head) else ""
+        advice = _CHECK_BOTH_SIDES if hint is None else f"hint: {hint}"
+        return f"{pending} bytes received that form no complete message: {head!r}{more}; {advice}"
+    if not heard:
+        return f"it sent nothing on this connection; if it should have, {_CHECK_BOTH_SIDES}"
+    return ""
+
+
+def receive_timeout_error(
+    timeout: float | None, what: str = "message", detail: str = ""
+) -> TimeoutError:
+    """The error of a receive call that waited ``timeout`` seconds for nothing (``detail``:
+    what was received meanwhile, see :func:`receive_detail`)."""
+    message = f"no {what} received from the server within {timeout} s"
+    return TimeoutError(f"{message} ({detail})" if detail else message)
 
 
 def closed_error() -> ClosedResourceError:
@@ -193,20 +237,24 @@ def unusable_error(closed: bool, broken: str | None) -> Exception:
     return ConnectionError(broken)
 
 
-def peer_closed_error(pending: int = 0) -> ConnectionError:
+def peer_closed_error(pending: int = 0, detail: str = "") -> ConnectionError:
     """The error of a call after the server closed the connection (``pending``: bytes of an
-    unfinished message received before the end)."""
+    unfinished message received before the end; ``detail``: see :func:`receive_detail`)."""
     if pending:
+        what = detail or f"{pending} bytes of it received"
         return ConnectionError(
-            f"the server closed the connection in the middle of a message ({pending} bytes "
-            "of it received)"
+            f"the server closed the connection in the middle of a message ({what})"
         )
+    if detail:
+        return ConnectionError(f"the server closed the connection ({detail})")
     return ConnectionError("the server closed the connection")
 
 
-def connection_lost_error(cause: BaseException | str) -> ConnectionError:
-    """The error of a call after the connection broke (reset, broken pipe, TLS failure...)."""
-    return ConnectionError(f"the connection to the server was lost: {cause}")
+def connection_lost_error(cause: BaseException | str, detail: str = "") -> ConnectionError:
+    """The error of a call after the connection broke (reset, broken pipe, TLS failure...);
+    ``detail``: see :func:`receive_detail`."""
+    message = f"the connection to the server was lost: {cause}"
+    return ConnectionError(f"{message} ({detail})" if detail else message)
 
 
 def raise_datagram_error(exc: OSError, address: Any, *, closed: bool = False) -> NoReturn:

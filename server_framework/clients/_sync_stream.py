@@ -28,9 +28,11 @@ from ._common import (
     check_timeout,
     connect_error,
     connect_timeout_error,
+    connection_lost_error,
     describe,
     encode_all,
     peer_closed_error,
+    receive_detail,
     receive_timeout_error,
 )
 from ._sync_base import DeadlinePassed, SyncClient, deadline_after, lock_timeout, wait_ready
@@ -45,7 +47,7 @@ class _SyncStreamClient(SyncClient, Generic[SendT, RecvT]):
     """What :class:`TCPClient` and :class:`UnixStreamClient` share. ``_eof`` and ``_broken``
     are set once, by the receiving thread; the senders only read them."""
 
-    __slots__ = ("_decoder", "_protocol")
+    __slots__ = ("_decoder", "_heard", "_protocol")
 
     def __init__(
         self, sock: _socket.socket, protocol: StreamProtocol[SendT, RecvT], *, tls: bool
@@ -53,6 +55,7 @@ class _SyncStreamClient(SyncClient, Generic[SendT, RecvT]):
         super().__init__(sock, tls=tls)
         self._protocol = protocol
         self._decoder: StreamDecoder[RecvT] = protocol.decoder()
+        self._heard = False  # the server sent something (else errors say it sent nothing)
 
     def send_packet(self, packet: SendT) -> None:
         """Serialize, frame and send ``packet``; return once the kernel has all of it.
@@ -106,7 +109,9 @@ class _SyncStreamClient(SyncClient, Generic[SendT, RecvT]):
 
         Raises:
             TimeoutError: nothing arrived within ``timeout``; the client is still usable, and
-                a partly received message is kept for the next call.
+                a partly received message is kept for the next call. The message says what
+                was received that forms no message (and what it looks like), or that nothing
+                was.
             DeserializeError: the next message is invalid; it was consumed and the client is
                 still usable (the next call returns the message after it).
             FramingError: the stream cannot be split into messages any more (for example,
@@ -128,14 +133,17 @@ class _SyncStreamClient(SyncClient, Generic[SendT, RecvT]):
                 for packet in decoder:  # a message received already
                     return packet
                 if self._eof:
-                    raise peer_closed_error(decoder.buffered)
+                    raise peer_closed_error(decoder.buffered, self._receive_detail())
                 try:
                     data = self._recv_some(RECEIVE_SIZE, deadline)
                 except DeadlinePassed:
-                    raise receive_timeout_error(timeout) from None
+                    raise receive_timeout_error(timeout, detail=self._receive_detail()) from None
                 except OSError as exc:
+                    if not self._heard and not (self._closed or self._broken is not None):
+                        raise connection_lost_error(exc, self._receive_detail()) from exc
                     raise self._io_error(exc) from exc
                 if data:
+                    self._heard = True
                     decoder.feed(data)
                 else:
                     self._eof = True
@@ -144,6 +152,9 @@ class _SyncStreamClient(SyncClient, Generic[SendT, RecvT]):
             raise
         finally:
             self._recv_lock.release()
+
+    def _receive_detail(self) -> str:
+        return receive_detail(self._protocol, self._decoder, self._heard)
 
     def iter_received_packets(self, timeout: float | None = None) -> Iterator[RecvT]:
         """Iterate over the messages from the server, until it closes the connection or until
@@ -255,7 +266,8 @@ def _handshake(sock: _ssl.SSLSocket, address: Any, timeout: float | None) -> Non
         if not ready:
             raise TimeoutError(
                 f"the TLS handshake with {describe(address)} did not complete within "
-                f"connect_timeout={timeout} s"
+                f"connect_timeout={timeout} s (does the server speak TLS? one that does not "
+                "waits for the rest of a message that never comes)"
             )
 
 

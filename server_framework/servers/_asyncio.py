@@ -46,6 +46,7 @@ from ._driver import (
     RateLimitedLog,
     bind_log_context,
     logger,
+    not_tls_hint,
     now,
     overrides,
 )
@@ -226,10 +227,10 @@ class AsyncIODriver(_AsyncIOCore, ConnectionDriver):
                 elif await self._expired(woke):
                     break
         except asyncio.CancelledError:
-            logger.debug("connection cancelled")
+            logger.debug(self._words.cancelled)
             raise
         except Exception as exc:
-            logger.error("connection failed", exc_info=exc)
+            logger.error(self._words.failed, exc_info=exc)
         finally:
             self._disarm()
             await self._cleanup()
@@ -565,6 +566,7 @@ class AsyncIOStreamConnection(
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
+        self._log_unframed()
         self._decoder.close()  # an unfinished frame (up to max_frame_size) is let go now
         try:
             await self._end_handler()
@@ -669,6 +671,7 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
         self._refusals = RateLimitedLog("refusing connection: max_connections reached")
         self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
         self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
+        self.refuse_plaintext = RateLimitedLog("closing connection: the TLS handshake failed")
 
     async def aclose(self) -> None:
         self._stop_accepting()
@@ -693,7 +696,7 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
     def _on_acceptable(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                conn_sock, _peer = sock.accept()
+                conn_sock, peer = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -706,14 +709,14 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
                         self.loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accepting, sock)
                     )
                 return
-            self._accepted(conn_sock)
+            self._accepted(conn_sock, peer)
 
     def _resume_accepting(self, sock: socket.socket) -> None:
         self._retries = [timer for timer in self._retries if not timer.cancelled()]
         if sock in self._accepting:
             self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
 
-    def _accepted(self, conn_sock: socket.socket) -> None:
+    def _accepted(self, conn_sock: socket.socket, peer: Any) -> None:
         limit = self.options.max_connections
         if self.stopping() or len(self.connections) >= limit:
             conn_sock.close()
@@ -730,11 +733,13 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             # transport calls connection_made soon. (Private but stable since Python 3.4.)
             self._make_transport(conn_sock, conn)
             return
-        task = self.loop.create_task(self._make_connection(conn, conn_sock))
+        task = self.loop.create_task(self._make_connection(conn, conn_sock, peer))
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
-    async def _make_connection(self, conn: AsyncIOStreamConnection, sock: socket.socket) -> None:
+    async def _make_connection(
+        self, conn: AsyncIOStreamConnection, sock: socket.socket, peer: Any
+    ) -> None:
         """Hand an accepted socket to the loop (the TLS handshake, if any, happens here)."""
         options = self.options
         tls: dict[str, Any] = {}
@@ -747,7 +752,13 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
         try:
             await self.loop.connect_accepted_socket(lambda: conn, sock, **tls)
         except Exception as exc:  # a failed or timed-out handshake, a reset: that peer only
-            logger.debug("connection failed before it started", error=str(exc) or repr(exc))
+            hint = not_tls_hint(exc) if options.ssl is not None else None
+            if hint is not None:
+                address = normalize_address(peer)
+                where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+                self.refuse_plaintext(hint=hint, peer=where)
+            else:
+                logger.debug("connection failed before it started", error=str(exc) or repr(exc))
         finally:
             if conn._transport is None:  # never made: it holds nothing but its socket
                 self.release(conn)

@@ -234,6 +234,6 @@ class AsyncIODatagramListener(AsyncIOListener[DatagramOptions]):
             endpoint.stop_reading()
             for client in list(endpoint.clients.values()):
                 client._begin_stop()
-        await drain_tasks(set(self.tasks), grace, "clients")
+        await drain_tasks(set(self.tasks), grace, "peers")
         for endpoint in self.endpoints:
             endpoint.close()

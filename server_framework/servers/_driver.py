@@ -30,13 +30,14 @@ import traceback
 import types
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import structlog
 
 from handlers.base import RecvParams, StreamRequestHandler
 from handlers.request_response import RequestResponseHandler
-from protocols import ProtocolError, StreamDecoder
+from protocols import DeserializeError, LengthPrefixFramer, LineFramer, ProtocolError, StreamDecoder
+from protocols.diagnostics import likely_cause
 from server_framework import engine
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 from server_framework.sockets import Address
@@ -48,15 +49,21 @@ __all__ = [
     "BASE_ON_DISCONNECTION",
     "FRAME_TIMEOUT",
     "IDLE_TIMEOUT",
+    "NOT_TLS_REASONS",
+    "PEER_WORDS",
     "READ_BATCH",
     "REQUEST_TIMEOUT",
     "RESOURCE_ERRNOS",
+    "STREAM_WORDS",
     "Blocked",
     "ConnectionDriver",
     "DatagramInbox",
     "RateLimitedLog",
+    "Wording",
     "bind_log_context",
+    "log_bad_message",
     "next_conn_id",
+    "not_tls_hint",
     "overrides",
     "resume_blocked",
 ]
@@ -93,6 +100,80 @@ _set_hooks = sys.set_asyncgen_hooks
 
 #: Exceptions that mean "the peer went away" when raised by the handler's I/O.
 DISCONNECT_ERRORS: Final = (ConnectionError, BrokenResourceError, ClosedResourceError)
+
+
+class Wording(NamedTuple):
+    """The events of the log lines that stream connections and datagram peers share, in the
+    words of each: a datagram peer is no connection (it is never opened nor closed; only its
+    handler starts and ends). A driver holds its kind's (``_words``), set once when it is made:
+    nothing to decide per request, and the lines are written only on these rare paths."""
+
+    disconnected: str
+    bad_message: str
+    handler_failed: str
+    idle: str
+    cancelled: str
+    failed: str
+
+
+STREAM_WORDS: Final = Wording(
+    disconnected="client disconnected during a request",
+    bad_message="closing connection after a bad message",
+    handler_failed="request handler failed; closing the connection",
+    idle="closing idle connection",
+    cancelled="connection cancelled",
+    failed="connection failed",
+)
+PEER_WORDS: Final = Wording(
+    disconnected="peer gone during a request",
+    bad_message="dropping peer after a bad message",
+    handler_failed="request handler failed; ending the peer's handler",
+    idle="dropping idle peer",
+    cancelled="peer's handler cancelled",
+    failed="peer's handler failed",
+)
+
+
+def log_bad_message(event: str, exc: ProtocolError) -> None:
+    """Log (warning) the bad message that ends a connection or a peer's handler; with a
+    ``hint`` when its bytes look like another protocol (a TLS handshake, an HTTP request...:
+    ``protocols.diagnostics.likely_cause``), worked out here, on the error path only.
+
+    The compiled engine's twin is ``_cengine._log_bad_message``."""
+    data = exc.data if isinstance(exc, DeserializeError) else b""
+    hint = likely_cause(data, peer="the client") if data else None
+    if hint is None:
+        logger.warning(event, error=str(exc))
+    else:
+        logger.warning(event, error=str(exc), hint=hint)
+
+
+#: OpenSSL's reasons for a failed handshake whose client sent something that is not TLS
+#: (plaintext, an HTTP request or proxy request, garbage).
+NOT_TLS_REASONS: Final = frozenset(
+    {
+        "HTTP_REQUEST",
+        "HTTPS_PROXY_REQUEST",
+        "PACKET_LENGTH_TOO_LONG",
+        "UNKNOWN_PROTOCOL",
+        "WRONG_VERSION_NUMBER",
+    }
+)
+
+
+def not_tls_hint(exc: BaseException) -> str | None:
+    """The hint for a server's TLS handshake that failed with ``exc`` (or its cause) because
+    the client does not speak TLS; None for any other failure."""
+    for error in (exc, exc.__cause__):
+        reason = getattr(error, "reason", None)
+        if reason in NOT_TLS_REASONS:
+            sent = "a plain HTTP request" if reason.startswith("HTTP") else "plaintext"
+            return (
+                f"the client does not speak TLS (it sent {sent}: {reason}): connect with TLS, "
+                "or serve without it"
+            )
+    return None
+
 
 # What blocked: a step of the handler's generator, a ``respond()`` call, or a ``send_packet``.
 _STEP: Final = 0
@@ -284,6 +365,7 @@ class DriverCore:
         "_request_deadline",
         "_respond",
         "_stopping",
+        "_words",
         "id",
         "state",
     )
@@ -306,6 +388,7 @@ class DriverCore:
         idle_timeout: float | None,
         frame_timeout: float | None = None,
         high_water: int = sys.maxsize,
+        words: Wording,
     ) -> None:
         # What the server configured (see StreamOptions / DatagramOptions).
         self._handler = handler
@@ -331,6 +414,7 @@ class DriverCore:
         self._stopping = False  # the server is shutting down: no new request cycle
         self._lost = False  # the transport is gone (peer closed, reset, or we closed)
         self._close_requested = False  # we decided to close: stop handling requests
+        self._words = words  # what the log lines call it: a connection, or a datagram peer
         self.id = conn_id
         self.state: dict[str, Any] = {}
 
@@ -484,20 +568,21 @@ class DriverCore:
         self._agen = None
         self._params = None
         if self._lost and isinstance(exc, DISCONNECT_ERRORS):
-            logger.debug("client disconnected during a request", error=str(exc))
+            logger.debug(self._words.disconnected, error=str(exc))
             self._request_close()
         elif isinstance(exc, ProtocolError):
-            logger.warning("closing connection after a bad message", error=str(exc))
+            log_bad_message(self._words.bad_message, exc)
             self._request_close()
         else:
             self._close_after_error(exc)
 
     def _on_framing_error(self) -> None:
+        # Streams only: a datagram peer's inbox never breaks.
         logger.warning("closing connection: the stream cannot be framed any more")
         self._request_close()
 
     def _close_after_error(self, exc: BaseException) -> None:
-        logger.error("request handler failed; closing the connection", exc_info=exc)
+        logger.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 
     def _request_close(self) -> None:
@@ -536,6 +621,7 @@ class ConnectionDriver(_Core, ABC):
             idle_timeout=options.idle_timeout,
             frame_timeout=options.frame_timeout,
             high_water=options.write_high_water,
+            words=STREAM_WORDS,
         )
 
     def _init_peer(self, options: Any) -> None:
@@ -549,6 +635,7 @@ class ConnectionDriver(_Core, ABC):
             inbox,
             next_conn_id(),
             idle_timeout=options.client_idle_timeout,
+            words=PEER_WORDS,
         )
 
     async def _finish_blocked(self, blocked: Blocked) -> None:
@@ -575,7 +662,7 @@ class ConnectionDriver(_Core, ABC):
             await self._throw_timeout()
             return False
         if marker is IDLE_TIMEOUT:
-            logger.debug("closing idle connection")
+            logger.debug(self._words.idle)
         else:
             logger.debug("closing connection: frame_timeout expired mid-frame")
         return True
@@ -701,6 +788,33 @@ class ConnectionDriver(_Core, ABC):
                 await on_disconnection(self)
             except Exception as exc:
                 logger.error("on_disconnection() failed", exc_info=exc)
+
+    def _log_unframed(self) -> None:
+        """A stream connection ends holding bytes that never became a frame: if they point to
+        a mismatch (a TLS ClientHello on a plaintext port, text on a length-prefixed one...:
+        ``protocols.diagnostics.likely_cause``), say so at warning level, else at debug level.
+
+        Called once, when the connection ends, before its decoder is closed: a client that
+        speaks another protocol often sends something the decoder waits on forever (a TLS
+        ClientHello without a newline), then gives up and closes; this is the one place that
+        sees its bytes."""
+        decoder = self._decoder
+        pending = decoder.buffered
+        if not pending or decoder.broken:
+            return
+        framer = getattr(self._protocol, "framer", None)
+        if isinstance(framer, LineFramer):
+            hint = likely_cause(
+                decoder.peek(), framing="line", delimiter=framer.delimiter, peer="the client"
+            )
+        elif isinstance(framer, LengthPrefixFramer):
+            hint = likely_cause(decoder.peek(), framing="length-prefix", peer="the client")
+        else:
+            hint = likely_cause(decoder.peek(), peer="the client")
+        if hint is None:
+            logger.debug("connection ended in the middle of a frame", unframed=pending)
+        else:
+            logger.warning("connection ended in the middle of a frame", unframed=pending, hint=hint)
 
     def _peer_for_log(self) -> str:
         try:

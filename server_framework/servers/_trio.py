@@ -60,6 +60,7 @@ from ._driver import (
     RateLimitedLog,
     bind_log_context,
     logger,
+    not_tls_hint,
     now,
     overrides,
 )
@@ -286,7 +287,11 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
-                logger.debug("TLS handshake failed", error=str(exc.__cause__ or exc))
+                hint = not_tls_hint(exc)
+                if hint is not None:
+                    self._listener.refuse_plaintext(hint=hint)  # peer: in the log context
+                else:
+                    logger.debug("TLS handshake failed", error=str(exc.__cause__ or exc))
                 return False
         if scope.cancelled_caught:
             logger.debug("TLS handshake timed out")
@@ -427,6 +432,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         return TimeoutError(self._broken_reason)  # an OSError: the senders' "peer gone"
 
     async def _cleanup(self) -> None:
+        self._log_unframed()
         await self._end_handler()
         # Replies still being sent by a helper task go out before the socket closes.
         close_timeout = self._listener.options.ssl_shutdown_timeout
@@ -450,6 +456,7 @@ class TrioStreamListener(Listener[StreamOptions]):
         self.connections: set[TrioStreamConnection] = set()
         self._refusals = RateLimitedLog("refusing connection: max_connections reached")
         self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
+        self.refuse_plaintext = RateLimitedLog("closing connection: the TLS handshake failed")
         self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
         self._draining = False
         self._drained = trio.Event()  # set when the last connection ends during a drain
@@ -554,7 +561,7 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
                 if woke is not None and await self._expired(woke):
                     break
         except Exception as exc:
-            logger.error("datagram client failed", exc_info=exc)
+            logger.error(self._words.failed, exc_info=exc)
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_generator()
@@ -684,7 +691,7 @@ class TrioDatagramListener(Listener[DatagramOptions]):
                 await self._drained.wait()
         if self._client_count():
             logger.warning(
-                "cancelling clients still busy after the grace period", count=self._client_count()
+                "cancelling peers still busy after the grace period", count=self._client_count()
             )
         nursery.cancel_scope.cancel()
         for endpoint in self.endpoints:

@@ -127,7 +127,7 @@ async def test_state_per_peer_and_bad_datagrams(
             await in_thread(talk, server.get_addresses()[0])
     assert len(handler.clients) == 2  # datagram clients are equal and hash alike per address
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == [
-        "request handler failed; closing the connection"
+        "request handler failed; ending the peer's handler"
     ]
 
 

@@ -169,7 +169,7 @@ def trace(decoder: StreamDecoder[Any], chunks: list[bytes], per_feed: int | None
                 continue
             events.append(("message", message))
             taken += 1
-        events.append(("state", decoder.buffered, decoder.broken))
+        events.append(("state", decoder.buffered, decoder.broken, decoder.peek()))
     decoder.close()
     events.append(("closed", decoder.buffered, decoder.broken))
     try:
@@ -209,6 +209,32 @@ def test_compiled_decoders_behave_as_the_pure_ones(
     assert type(compiled_decoder).__module__ == "server_framework._cengine"
     assert isinstance(compiled_decoder, StreamDecoder)
     assert trace(compiled_decoder, chunks, per_feed) == trace(protocol.decoder(), chunks, per_feed)
+
+
+MISMATCHES = {
+    "json-lines-on-prefix": (LengthPrefixFramer(), b'{"id": 1}\n{"id": 2}\n'),
+    "tls-on-prefix": (LengthPrefixFramer(), bytes.fromhex("16030102000100") + bytes(40)),
+    "http-on-line": (LineFramer(max_frame_size=8), b"GET /index.html HTTP/1.1\r\n"),
+    "binary-on-line": (LineFramer(max_frame_size=8), LengthPrefixFramer().frame(b"x" * 20)),
+    "binary-line-on-line": (LineFramer(max_frame_size=8), b"\x00\x00\x00\x14abcdefgh\n"),
+    "lf-on-crlf": (LineFramer(b"\r\n", max_frame_size=8), b"one\ntwo\nthree\n"),
+    "text-on-line": (LineFramer(max_frame_size=8), b"a long line of text\n"),
+}
+
+
+@compiled_only
+@pytest.mark.parametrize(("framer", "stream"), list(MISMATCHES.values()), ids=list(MISMATCHES))
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "bytewise"])
+def test_compiled_decoders_give_the_same_hints(framer: Framer, stream: bytes, split: bool) -> None:
+    """A mismatched stream: the same FrameTooLargeError, hint and all, on both engines."""
+    assert engine.compiled is not None
+    protocol = StreamProtocol(BytesSerializer(), framer)
+    chunks = [stream[i : i + 1] for i in range(len(stream))] if split else [stream]
+    compiled = trace(engine.compiled.make_decoder(protocol), chunks, None)
+    assert compiled == trace(protocol.decoder(), chunks, None)
+    errors = [event for event in compiled if event[0] == "error"]
+    assert errors
+    assert errors[0][1] == "FrameTooLargeError"
 
 
 @compiled_only
