@@ -2,11 +2,14 @@
 transports, ``servers/_trio.py`` and ``clients/_trio.py``).
 
 Strategy: trio already has the right primitives, so most methods hand them out directly
-(``trio.Event``, ``trio.Lock``, nurseries, ``trio.CancelScope``). The adaptations:
+(``trio.Event``, ``trio.Lock`` (also the fair lock), ``trio.Condition``, nurseries,
+``trio.CancelScope``, ``trio.sleep_until``, ``trio.socket.getaddrinfo``). The adaptations:
 
 - ``timeout`` scopes raise the builtin `TimeoutError` (where ``trio.fail_after`` would raise
   ``trio.TooSlowError``): they are cancel scopes with a deadline that raise on
-  ``cancelled_caught``.
+  ``cancelled_caught``, unless ``cancel()`` was called before the deadline.
+- A `Task` from `TaskGroup.start` runs in the nursery inside its own ``trio.CancelScope`` (its
+  ``cancel()``), and records its outcome for ``join()``.
 - `run_in_thread` is ``trio.to_thread.run_sync``, bounded by trio's default
   ``CapacityLimiter`` (40 threads; a call waits for a token, cancellably, before a thread is
   used). trio already copies the caller's `contextvars` context into the thread, so we do not
@@ -21,14 +24,23 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import math
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, Self, TypeVar, TypeVarTuple, Unpack
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, TypeVarTuple, Unpack, cast
 
 import trio
 
-from server_framework.backend._abc import AsyncBackend
+from server_framework.backend._abc import AddrInfo, AsyncBackend
 from server_framework.backend._portal import PortalCall, ThreadsPortal
-from server_framework.backend._primitives import CancelScope, Event, Lock, TaskGroup
+from server_framework.backend._primitives import (
+    CancelScope,
+    Condition,
+    Event,
+    Lock,
+    Task,
+    TaskGroup,
+)
 
 __all__ = ["TrioBackend", "run"]
 
@@ -42,15 +54,31 @@ def run(main: Callable[[Unpack[_Ts]], Coroutine[Any, Any, _T]], args: tuple[*_Ts
 
 
 class _TrioCancelScope(CancelScope):
-    __slots__ = ("_raise", "_scope")
+    __slots__ = ("_explicit", "_raise", "_scope")
 
     def __init__(self, deadline: float, raise_timeout: bool) -> None:
         self._scope = trio.CancelScope(deadline=deadline)
         self._raise = raise_timeout
+        self._explicit = False  # cancel() was called before the deadline had passed
+
+    def cancel(self) -> None:
+        # trio's cancel_called also turns true once the deadline has passed (checked on read
+        # while the scope is not exited): a cancel() after that leaves the timeout a timeout.
+        if not self._scope.cancel_called:
+            self._explicit = True
+        self._scope.cancel()
+
+    @property
+    def cancel_called(self) -> bool:
+        return self._scope.cancel_called
 
     @property
     def deadline(self) -> float:
         return self._scope.deadline
+
+    @deadline.setter
+    def deadline(self, value: float) -> None:
+        self._scope.deadline = value
 
     @property
     def cancelled_caught(self) -> bool:
@@ -62,9 +90,108 @@ class _TrioCancelScope(CancelScope):
 
     def __exit__(self, *exc_info: Any) -> bool | None:
         swallowed = self._scope.__exit__(*exc_info)
-        if self._raise and self._scope.cancelled_caught:
+        if self._raise and self._scope.cancelled_caught and not self._explicit:
             raise TimeoutError from None  # the Cancelled it replaces carries no information
         return swallowed
+
+
+_RUNNING = "running"
+_RETURNED = "returned"
+_RAISED = "raised"
+_CANCELLED = "cancelled"
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """True for `trio.Cancelled`, or a group of nothing but (as a nursery may raise)."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.split(trio.Cancelled)[1] is None
+
+
+class _TrioTask(Task[_T]):
+    """A task started in a nursery inside its own cancel scope, recording its outcome."""
+
+    __slots__ = (
+        "_error",
+        "_error_tb",
+        "_finished",
+        "_name",
+        "_result",
+        "_scope",
+        "_started",
+        "_state",
+    )
+
+    def __init__(self, name: object) -> None:
+        self._name = name
+        self._scope = trio.CancelScope()
+        self._started = trio.Event()
+        self._finished = trio.Event()
+        self._state = _RUNNING
+        self._result: _T | None = None
+        self._error: BaseException | None = None
+        self._error_tb: TracebackType | None = None
+
+    def __repr__(self) -> str:
+        return f"<Task {self._name!r} state={self._state}>"
+
+    async def _run(self, coro: Coroutine[Any, Any, _T]) -> None:
+        try:
+            with self._scope:
+                self._started.set()  # start() resumes once this task first suspends
+                result = await coro
+                self._result = result
+                self._state = _RETURNED
+        except BaseException as exc:
+            if _is_cancellation(exc):  # cancelled from outside (the group, an outer scope)
+                self._state = _CANCELLED
+            else:
+                self._error = exc
+                self._error_tb = exc.__traceback__  # before the nursery's frames are added
+                self._state = _RAISED
+            raise
+        finally:
+            if self._state == _RUNNING:  # our own scope caught the Cancelled of cancel()
+                self._state = _CANCELLED
+            self._finished.set()
+
+    def done(self) -> bool:
+        return self._state != _RUNNING
+
+    def cancel(self) -> bool:
+        if self._state != _RUNNING:
+            return False
+        self._scope.cancel()
+        return True
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED
+
+    async def wait(self) -> None:
+        await self._finished.wait()
+
+    async def join(self) -> _T:
+        await self._finished.wait()
+        return self._outcome()
+
+    async def join_or_cancel(self) -> _T:
+        try:
+            await self._finished.wait()
+        except trio.Cancelled:
+            self._scope.cancel()
+            with trio.CancelScope(shield=True):
+                await self._finished.wait()
+            if self._state != _RAISED:
+                raise
+        return self._outcome()
+
+    def _outcome(self) -> _T:
+        if self._state == _RAISED:
+            assert self._error is not None
+            raise self._error.with_traceback(self._error_tb)
+        if self._state == _CANCELLED:
+            raise concurrent.futures.CancelledError(f"task {self._name!r} was cancelled")
+        return self._result  # type: ignore[return-value]  # _RETURNED: set to a _T
 
 
 class _TrioTaskGroup(TaskGroup):
@@ -83,6 +210,34 @@ class _TrioTaskGroup(TaskGroup):
         if self._nursery is None:
             raise RuntimeError("the task group is not open: enter it with 'async with' first")
         self._nursery.start_soon(coro_fn, *args, name=name)
+
+    async def start(
+        self,
+        coro_fn: Callable[[Unpack[_Ts]], Coroutine[Any, Any, _T]],
+        *args: *_Ts,
+        name: str | None = None,
+    ) -> Task[_T]:
+        # Not nursery.start(): that runs the new task under the caller's cancel scopes until it
+        # reports, which differs from asyncio; a plain start_soon and an Event behave the same
+        # on both loops.
+        if self._nursery is None:
+            raise RuntimeError("the task group is not open: enter it with 'async with' first")
+        task_name = coro_fn if name is None else name
+        task: _TrioTask[_T] = _TrioTask(task_name)
+        coro = coro_fn(*args)
+        try:
+            self._nursery.start_soon(task._run, coro, name=task_name)
+        except BaseException:
+            coro.close()
+            raise
+        try:
+            await task._started.wait()
+        except trio.Cancelled:
+            task.cancel()
+            with trio.CancelScope(shield=True):
+                await task._finished.wait()
+            raise
+        return task
 
     async def __aenter__(self) -> Self:
         self._nursery = await self._manager.__aenter__()
@@ -145,6 +300,9 @@ class TrioBackend(AsyncBackend):
     async def sleep_forever(self) -> None:
         await trio.sleep_forever()
 
+    async def sleep_until(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)
+
     def current_time(self) -> float:
         return trio.current_time()
 
@@ -157,8 +315,27 @@ class TrioBackend(AsyncBackend):
     def create_lock(self) -> Lock:
         return trio.Lock()
 
+    def create_fair_lock(self) -> Lock:
+        # trio.Lock hands over on release (ParkingLot.unpark to the first waiter); trio's
+        # StrictFIFOLock documents that guarantee but is "currently identical", and
+        # trio.Condition accepts only a plain trio.Lock.
+        return trio.Lock()
+
+    def create_condition(self, lock: Lock | None = None) -> Condition:
+        if lock is None:
+            return trio.Condition()
+        if type(lock) is not trio.Lock:
+            raise TypeError(
+                "trio conditions need a lock from create_lock() or create_fair_lock() of the "
+                f"trio backend, not {lock!r}"
+            )
+        return trio.Condition(lock)
+
     def create_task_group(self) -> TaskGroup:
         return _TrioTaskGroup()
+
+    def open_cancel_scope(self, *, deadline: float = math.inf) -> CancelScope:
+        return _TrioCancelScope(deadline, raise_timeout=False)
 
     def timeout(self, delay: float) -> CancelScope:
         return _TrioCancelScope(trio.current_time() + delay, raise_timeout=True)
@@ -202,6 +379,26 @@ class TrioBackend(AsyncBackend):
         await trio.lowlevel.wait_task_rescheduled(waiter.abort)
         await trio.lowlevel.checkpoint_if_cancelled()
         return future.result()
+
+    async def getaddrinfo(  # noqa: PLR0917  (socket.getaddrinfo's signature)
+        self,
+        host: bytes | str | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[AddrInfo]:
+        # trio's own: numeric hosts without a thread, IDNA 2008, the custom resolver hook, and
+        # a worker thread abandoned on cancellation otherwise.
+        result = await trio.socket.getaddrinfo(host, port, family, type, proto, flags)
+        # trio's annotation adds (int, bytes) addresses, for a Python without IPv6 support.
+        return cast(list[AddrInfo], result)
+
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int = 0
+    ) -> tuple[str, str]:
+        return await trio.socket.getnameinfo(sockaddr, flags)
 
     def create_threads_portal(self) -> ThreadsPortal:
         return _TrioThreadsPortal()
