@@ -1,9 +1,11 @@
 """The wire layer of server_framework: bytes in, objects out, and back. No I/O at all.
 
 - Serializers turn one message into bytes and back (JSON, MessagePack, text, struct records,
-  pickle, CBOR), optionally wrapped (base64, zlib, bz2, lzma with bounded decompression).
-- Framers cut a byte stream into frames (lines, length prefixes, fixed-size records), with a
-  ``max_frame_size`` on every one.
+  pickle, CBOR), optionally wrapped (base64, with a SHA-256 or HMAC-SHA256 checksum if asked;
+  zlib, bz2, lzma with bounded decompression), or stapled (one format to send, another to
+  receive).
+- Framers cut a byte stream into frames (lines, length prefixes, fixed-size records, JSON
+  documents written back to back), with a ``max_frame_size`` on every one.
 - :class:`StreamProtocol` and :class:`DatagramProtocol` put them together, with an optional
   :class:`Converter` to application types.
 - Every bad input is a :class:`ProtocolError`; :mod:`protocols.diagnostics` names the likely
@@ -32,6 +34,7 @@ from .framing import (
     DEFAULT_MAX_FRAME_SIZE,
     FixedSizeFramer,
     Framer,
+    JSONDocumentFramer,
     LengthPrefixFramer,
     LineFramer,
     StreamDecoder,
@@ -55,6 +58,7 @@ from .serializers import (
     NamedTupleSerializer,
     PickleSerializer,
     Serializer,
+    StapledSerializer,
     StringSerializer,
     StructSerializer,
 )
@@ -74,6 +78,7 @@ __all__ = [
     "FrameTooLargeError",
     "Framer",
     "FramingError",
+    "JSONDocumentFramer",
     "JSONSerializer",
     "LZMAWrapper",
     "LengthPrefixFramer",
@@ -88,6 +93,7 @@ __all__ = [
     "ProxyProtocolError",
     "SerializeError",
     "Serializer",
+    "StapledSerializer",
     "StreamDecoder",
     "StreamProtocol",
     "StringSerializer",

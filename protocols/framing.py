@@ -25,10 +25,15 @@ Strategy of the decoders (the hot path of every stream server):
   advising to raise ``max_frame_size``. Only the error path pays for that.
 - A :class:`DeserializeError` from the deserializer is raised *after* the frame has been
   consumed: the decoder stays in sync and the next iteration returns the next message.
+- :class:`JSONDocumentFramer` has no delimiter to search for: its decoder follows the JSON
+  syntax (brackets, strings, escapes) with a few regular expressions, remembering where it
+  stopped and what it was inside, so a document trickled in byte by byte is still scanned
+  once.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -41,6 +46,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FixedSizeFramer",
     "Framer",
+    "JSONDocumentFramer",
     "LengthPrefixFramer",
     "LineFramer",
     "StreamDecoder",
@@ -483,6 +489,293 @@ class _FixedSizeDecoder(StreamDecoder[T]):
                 self._exhausted()
             raise StopIteration
         self._pos = end
+        return self._deserialize(
+            buf[pos:end] if type(buf) is bytes else bytes(memoryview(buf)[pos:end])
+        )
+
+
+# -- JSON documents written back to back ----------------------------------------------------------
+
+# Everything up to the next bracket or quote, complete strings included (escapes skipped): the
+# stretch of a JSON document the scanner does not have to look at byte by byte.
+_JSON_SKIP: Final = re.compile(rb'(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+# The rest of a string's body: stops at its closing quote, at the end of the data, or at a
+# backslash that is the last byte (its escaped byte has not arrived yet).
+_JSON_STRING_BODY: Final = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
+# A top-level number or literal ends at the first byte that cannot be part of one.
+_JSON_SCALAR: Final = re.compile(rb"[-+.0-9A-Za-z]*+")
+_JSON_WHITESPACE: Final = re.compile(rb"[ \t\n\r]*+")
+_JSON_SCALAR_STARTS: Final = frozenset(b"-0123456789tfn")
+_QUOTE: Final = ord('"')
+_OPENERS: Final = frozenset(b"{[")
+# A closer is its opener + 2 in ASCII: "{" 0x7B / "}" 0x7D, "[" 0x5B / "]" 0x5D.
+_CLOSER_OFFSET: Final = 2
+
+# What the decoder is in the middle of.
+_BETWEEN: Final = 0  # between documents (whitespace is skipped)
+_NESTED: Final = 1  # an object, an array or a string (brackets counted, strings skipped)
+_SCALAR: Final = 2  # a number or a literal
+
+
+class _Unbalanced(Exception):
+    """A closing bracket that does not match the innermost open one (at ``index``)."""
+
+    def __init__(self, index: int, expected: int, found: int) -> None:
+        super().__init__(index, expected, found)
+        self.index = index
+        self.expected = expected
+        self.found = found
+
+
+def _scan_nested(
+    data: bytes | bytearray, index: int, stack: bytearray, in_string: bool
+) -> tuple[int, int, bool]:
+    """Follow an object, array or top-level string from ``index``.
+
+    ``stack`` holds the closing bracket expected at each open level (innermost last; empty for
+    a top-level string) and is updated in place; ``in_string`` says whether ``index`` is
+    inside a string. Returns ``(end, index, in_string)``: ``end`` is the offset just past the
+    document, or -1 when the data ends first, and then ``index`` and ``in_string`` are where
+    to resume once more data is there (the data before ``index`` is never looked at again).
+
+    Raises:
+        _Unbalanced: a closing bracket does not match the innermost open one.
+    """
+    size = len(data)
+    skip = _JSON_SKIP.match
+    string_body = _JSON_STRING_BODY.match
+    while True:
+        if in_string:
+            index = string_body(data, index).end()  # type: ignore[union-attr]  # always matches
+            if index == size or data[index] != _QUOTE:
+                return -1, index, True  # the data ends in the string (or in an escape)
+            index += 1
+            in_string = False
+            if not stack:
+                return index, index, False  # a top-level string
+        index = skip(data, index).end()  # type: ignore[union-attr]  # always matches
+        if index == size:
+            return -1, index, False
+        byte = data[index]
+        index += 1
+        if byte == _QUOTE:
+            in_string = True  # a string that the data ends in (or SKIP would have taken it)
+        elif byte in _OPENERS:
+            stack.append(byte + _CLOSER_OFFSET)
+        else:
+            expected = stack.pop()
+            if byte != expected:
+                raise _Unbalanced(index - 1, expected, byte)
+            if not stack:
+                return index, index, False
+
+
+class JSONDocumentFramer(Framer):
+    """Frames are JSON documents written back to back: no delimiter, no length header.
+
+    The decoder follows the JSON syntax to find where each document ends, so it reads what
+    JSON streaming peers write (``{"a":1}{"b":2}[3]``, pretty-printed documents, any JSON
+    whitespace between documents) as well as JSON lines. Pair it with
+    :class:`~protocols.JSONSerializer`.
+
+    What a document is, on the way in:
+
+    - an object or an array: it ends at the bracket that closes the first one. Brackets
+      inside strings, and escaped quotes (``"a \\"quoted\\" [word]"``), are skipped.
+    - a string: it ends at its closing (unescaped) quote.
+    - a number, ``true``, ``false`` or ``null``: it ends at the first byte that cannot be part
+      of one (whitespace, a bracket, a quote...). A number at the very end of what was received
+      may still go on (``12`` then ``3``), so it is decoded only once the byte after it arrives:
+      peers must follow a top-level number or literal with whitespace (as this framer does),
+      unlike objects, arrays and strings, which end by themselves.
+
+    Whitespace between documents (space, tab, CR, LF) is skipped and is not part of the frame.
+    A document is checked for its structure only (brackets, quotes): the deserializer parses it,
+    and a malformed one is a :class:`~protocols.DeserializeError` that leaves the decoder in
+    sync, as with any framer.
+
+    Errors that break the stream (:class:`~protocols.FramingError`, then the decoder refuses
+    further use): a document that cannot start with the byte found (``}``, ``,``, a control
+    byte, a TLS or HTTP greeting: the error names the likely cause), a closing bracket that
+    does not match the open one (``{"a": [1}``), and a document longer than
+    ``max_frame_size`` (:class:`~protocols.FrameTooLargeError`, raised as soon as the part
+    received exceeds it, so a document that never ends costs at most ``max_frame_size`` of
+    memory).
+
+    On the way out, every document is followed by a newline (``b"\\n"``): a number needs a
+    separator anyway, and the output is then also valid JSON lines, readable by a peer that
+    uses :class:`~protocols.LineFramer`. :meth:`frame` refuses (:class:`SerializeError`) a
+    payload that is not exactly one document by the rules above (empty, leading whitespace,
+    unbalanced brackets, an unterminated string, bytes after the document), so what is sent
+    is always decoded as sent. JSONSerializer's output always qualifies.
+
+    This framer is pure Python on both engines: the compiled engine's decoders are for
+    :class:`LineFramer`, :class:`LengthPrefixFramer` and :class:`FixedSizeFramer` only.
+
+    Args:
+        max_frame_size: Largest document accepted, surrounding whitespace excluded (default
+            1 MiB).
+
+    Example::
+
+        protocol = StreamProtocol(JSONSerializer(), JSONDocumentFramer())
+        decoder = protocol.decoder()
+        decoder.feed(b'{"id": 1}{"id": 2}\\n[3, "]"] "four" 5\\n')
+        list(decoder)                 # [{'id': 1}, {'id': 2}, [3, ']'], 'four', 5]
+        protocol.encode({"id": 1})    # b'{"id":1}\\n'
+    """
+
+    __slots__ = ()
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        super().__init__(max_frame_size)
+
+    def frame(self, payload: bytes) -> bytes:
+        _check_json_document(payload)
+        return payload + b"\n"
+
+    def begin_frame(self, buffer: bytearray) -> int:
+        return len(buffer)
+
+    def end_frame(self, buffer: bytearray, start: int) -> None:
+        _check_json_document(buffer, start)
+        buffer += b"\n"
+
+    def decoder(self, deserialize: Callable[[bytes], T]) -> StreamDecoder[T]:
+        return _JSONDocumentDecoder(deserialize, self.max_frame_size)
+
+    def __repr__(self) -> str:
+        return f"JSONDocumentFramer(max_frame_size={self.max_frame_size})"
+
+
+def _check_json_document(data: bytes | bytearray, start: int = 0) -> None:
+    """Raise SerializeError unless ``data[start:]`` is exactly one document for the decoder."""
+    size = len(data)
+    excerpt = bytes(data[start : start + 64])
+    if start == size:
+        raise SerializeError("empty payload: a JSON document cannot be empty")
+    first = data[start]
+    try:
+        if first in _OPENERS:
+            stack = bytearray((first + _CLOSER_OFFSET,))
+            end, _, _ = _scan_nested(data, start + 1, stack, False)
+        elif first == _QUOTE:
+            end, _, _ = _scan_nested(data, start + 1, bytearray(), True)
+        elif first in _JSON_SCALAR_STARTS:
+            end = _JSON_SCALAR.match(data, start).end()  # type: ignore[union-attr]
+        else:
+            raise SerializeError(
+                f"payload does not start with a JSON value ({bytes((first,))!r}): {excerpt!r}"
+            )
+    except _Unbalanced as exc:
+        raise SerializeError(
+            f"unbalanced JSON: {chr(exc.found)!r} at offset {exc.index - start} where "
+            f"{chr(exc.expected)!r} should close: {excerpt!r}"
+        ) from None
+    if end < 0:
+        raise SerializeError(f"payload is an unfinished JSON document: {excerpt!r}")
+    if end != size:
+        raise SerializeError(
+            f"payload has bytes after its JSON document (from offset {end - start}): {excerpt!r}"
+        )
+
+
+class _JSONDocumentDecoder(StreamDecoder[T]):
+    __slots__ = ("_in_string", "_scan", "_stack", "_state")
+
+    def __init__(self, deserialize: Callable[[bytes], T], max_frame_size: int) -> None:
+        super().__init__(deserialize, max_frame_size)
+        self._state = _BETWEEN
+        self._stack = bytearray()  # the closing brackets expected, innermost last
+        self._in_string = False
+        self._scan = 0  # where the scan of the current document resumes
+
+    def _rebased(self, shift: int) -> None:
+        # Invariant while in a document: pos <= scan <= len(buf).
+        self._scan -= shift
+
+    def _reset(self) -> None:
+        self._state = _BETWEEN
+        self._stack.clear()
+        self._in_string = False
+        self._scan = 0
+
+    def close(self) -> None:
+        super().close()
+        self._reset()
+
+    def _too_large(self, size: int, *, complete: bool) -> FrameTooLargeError:
+        error = super()._too_large(size, complete=complete)
+        self._reset()
+        return error
+
+    def _out_of_sync(self, what: str) -> FramingError:
+        """Break the decoder: the stream cannot be cut into documents from here on."""
+        head = self.peek()
+        hint = self._hint(head)
+        advice = "" if hint is None else f" (hint: {hint})"
+        error = FramingError(
+            f"not a stream of JSON documents: {what}; the stream is out of sync at "
+            f"{head[:16]!r}{advice}"
+        )
+        self._broken = error
+        self._buf = b""
+        self._pos = 0
+        self._reset()
+        return error
+
+    def __next__(self) -> T:
+        buf = self._buf
+        pos = self._pos
+        size = len(buf)
+        if self._state == _BETWEEN:
+            pos = self._pos = _JSON_WHITESPACE.match(buf, pos).end()  # type: ignore[union-attr]
+            if pos == size:
+                self._check_usable()
+                self._scan = 0
+                self._exhausted()
+            first = buf[pos]
+            self._scan = pos + 1
+            if first in _OPENERS:
+                self._state = _NESTED
+                self._stack.append(first + _CLOSER_OFFSET)
+            elif first == _QUOTE:
+                self._state = _NESTED
+                self._in_string = True
+            elif first in _JSON_SCALAR_STARTS:
+                self._state = _SCALAR
+            else:
+                raise self._out_of_sync(
+                    f"{bytes((first,))!r} cannot start a JSON value (an object, array, "
+                    "string, number, true, false or null)"
+                )
+        if self._state == _SCALAR:
+            end = _JSON_SCALAR.match(buf, self._scan).end()  # type: ignore[union-attr]
+            if end == size:
+                self._scan = end
+                end = -1
+        else:
+            try:
+                end, self._scan, self._in_string = _scan_nested(
+                    buf, self._scan, self._stack, self._in_string
+                )
+            except _Unbalanced as exc:
+                raise self._out_of_sync(
+                    f"{chr(exc.found)!r} at offset {exc.index - pos} of a document, where "
+                    f"{chr(exc.expected)!r} should close"
+                ) from None
+        if end < 0:
+            pending = size - pos
+            if not pending:
+                self._check_usable()
+            if pending > self._max:
+                raise self._too_large(pending, complete=False)
+            raise StopIteration
+        length = end - pos
+        if length > self._max:
+            raise self._too_large(length, complete=True)
+        self._pos = self._scan = end
+        self._state = _BETWEEN
         return self._deserialize(
             buf[pos:end] if type(buf) is bytes else bytes(memoryview(buf)[pos:end])
         )

@@ -7,6 +7,9 @@ caller handles one exception whatever the format.
 
 ``serialize_into`` appends to a caller's ``bytearray``: the framed stream protocol uses it to
 build a length-prefixed frame or a batch of replies without intermediate ``bytes`` objects.
+
+:class:`StapledSerializer` puts two serializers together: one for what this end sends, the
+other for what it receives.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "NamedTupleSerializer",
     "PickleSerializer",
     "Serializer",
+    "StapledSerializer",
     "StringSerializer",
     "StructSerializer",
 ]
@@ -456,3 +460,74 @@ class CBORSerializer(Serializer[Any, Any]):
             return self._loads(data)
         except Exception as exc:  # CBORDecodeError, but also ValueError/OverflowError/...
             raise DeserializeError(f"invalid CBOR: {exc}", data) from exc
+
+
+class StapledSerializer(Serializer[SendT, RecvT]):
+    """One format to send, another to receive: ``serialize`` is ``sending``'s, ``deserialize``
+    is ``receiving``'s.
+
+    For a peer that answers in another format than it is spoken to (a server that takes
+    MessagePack requests and sends JSON replies), or that takes typed requests and sends
+    untyped replies. ``sending`` and ``receiving`` are from this end's point of view: the
+    other end uses the :meth:`swapped` pair.
+
+    A stream protocol has one framer for both directions, so pick one that carries both
+    formats (:class:`~protocols.LengthPrefixFramer` carries anything; a line framer only
+    payloads without its delimiter, which rules MessagePack out). On datagrams, any pair works.
+
+    Args:
+        sending: Serializes what this end sends (its ``serialize`` and ``serialize_into``).
+        receiving: Deserializes what this end receives (its ``deserialize``).
+
+    Raises:
+        TypeError: ``sending`` or ``receiving`` is not a :class:`Serializer` instance.
+
+    Example::
+
+        server_side = StapledSerializer(sending=JSONSerializer(), receiving=MsgPackSerializer())
+        server = StreamProtocol(server_side, LengthPrefixFramer())
+        client = StreamProtocol(server_side.swapped(), LengthPrefixFramer())
+    """
+
+    __slots__ = ("_receiving", "_sending")
+
+    def __init__(
+        self, *, sending: Serializer[SendT, Any], receiving: Serializer[Any, RecvT]
+    ) -> None:
+        for role, serializer in (("sending", sending), ("receiving", receiving)):
+            if not isinstance(serializer, Serializer):
+                raise TypeError(
+                    f"{role} must be a Serializer instance, got {serializer!r}"
+                    + (" (a class: call it)" if isinstance(serializer, type) else "")
+                )
+        self._sending = sending
+        self._receiving = receiving
+
+    @property
+    def sending(self) -> Serializer[SendT, Any]:
+        """The serializer of what this end sends."""
+        return self._sending
+
+    @property
+    def receiving(self) -> Serializer[Any, RecvT]:
+        """The serializer of what this end receives."""
+        return self._receiving
+
+    def swapped(self) -> StapledSerializer[Any, Any]:
+        """The same pair the other way round: what the peer of this end uses."""
+        return StapledSerializer(sending=self._receiving, receiving=self._sending)
+
+    def serialize(self, obj: SendT) -> bytes:
+        """Return ``sending.serialize(obj)``."""
+        return self._sending.serialize(obj)
+
+    def serialize_into(self, obj: SendT, buffer: bytearray) -> None:
+        """Append ``sending``'s payload for ``obj`` to ``buffer``."""
+        self._sending.serialize_into(obj, buffer)
+
+    def deserialize(self, data: bytes) -> RecvT:
+        """Return ``receiving.deserialize(data)``."""
+        return self._receiving.deserialize(data)
+
+    def __repr__(self) -> str:
+        return f"StapledSerializer(sending={self._sending!r}, receiving={self._receiving!r})"

@@ -1,5 +1,8 @@
 """Serializer wrappers: transform the payload of another serializer (base64, compression).
 
+Base64 may carry a checksum: a SHA-256 digest, or an HMAC-SHA256 signature with a shared key,
+appended to the payload before encoding and checked in constant time on decoding.
+
 Compression wrappers bound decompression: a payload that would inflate past ``max_size``
 (1 MiB by default) raises :class:`DeserializeError` after producing at most ``max_size + 1``
 bytes, so a 10 KiB "bomb" costs 1 MiB of work and memory, never a gigabyte.
@@ -10,8 +13,12 @@ from __future__ import annotations
 import base64
 import binascii
 import bz2
+import hashlib
+import hmac
 import lzma
+import secrets
 import zlib
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from .exceptions import DeserializeError
@@ -26,6 +33,11 @@ __all__ = [
 
 SendT = TypeVar("SendT")
 RecvT = TypeVar("RecvT")
+
+#: The size of a SHA-256 digest, and so of the checksum a Base64Wrapper appends.
+_DIGEST_SIZE = 32
+#: The shortest signing key Base64Wrapper accepts (128 bits); 32 bytes are recommended.
+_MIN_KEY_SIZE = 16
 
 #: Default bound on a decompressed payload, the same as the framers' default frame size.
 DEFAULT_MAX_DECOMPRESSED_SIZE = 1024 * 1024
@@ -61,27 +73,115 @@ class Base64Wrapper(_Wrapper[SendT, RecvT]):
     Args:
         serializer: The serializer whose payloads are encoded.
         urlsafe: Use the URL-safe alphabet (``-_`` instead of ``+/``).
+        checksum: ``False`` (the default): the payload alone. ``True``: append its SHA-256
+            digest, which detects corruption (not tampering: anyone can recompute it).
+            A ``bytes`` key (at least 16 bytes; 32 random bytes recommended, see
+            :meth:`generate_key`): append the HMAC-SHA256 of the payload under that key,
+            which only holders of the key can produce: the receiver knows the message comes
+            from one of them, unaltered. It is not encryption: the payload stays readable.
 
     Decoding is strict: any character outside the alphabet, or bad padding, is a
-    :class:`DeserializeError`.
+    :class:`DeserializeError`. With a checksum, the message is
+    ``base64(payload + digest)``, the digest being the 32 bytes of SHA-256 or HMAC-SHA256
+    over the payload (EasyNetwork's ``Base64EncoderSerializer`` uses the same layout, so
+    with the same key and alphabet the two interoperate; its keys are URL-safe base64 text:
+    pass ``base64.urlsafe_b64decode(key)``). The digest is checked with
+    :func:`hmac.compare_digest` (constant time) before the inner serializer sees the payload;
+    a message too short to hold one, or whose digest does not match (altered, truncated, or
+    signed with another key), is a :class:`DeserializeError` that says so.
+
+    Example::
+
+        key = Base64Wrapper.generate_key()      # share it with the peer, keep it secret
+        serializer = Base64Wrapper(MsgPackSerializer(), checksum=key)
+        protocol = StreamProtocol(serializer, LineFramer())
     """
 
-    __slots__ = ("_altchars",)
+    __slots__ = ("_altchars", "_checksum", "_checksum_name")
 
-    def __init__(self, serializer: Serializer[SendT, RecvT], *, urlsafe: bool = False) -> None:
+    def __init__(
+        self,
+        serializer: Serializer[SendT, RecvT],
+        *,
+        urlsafe: bool = False,
+        checksum: bool | bytes = False,
+    ) -> None:
         super().__init__(serializer)
         self._altchars = b"-_" if urlsafe else None
+        self._checksum: Callable[[bytes], bytes] | None
+        if checksum is False or checksum is None:
+            self._checksum = None
+            self._checksum_name = ""
+        elif checksum is True:
+            self._checksum = _sha256
+            self._checksum_name = "SHA-256"
+        elif isinstance(checksum, bytes | bytearray):
+            if len(checksum) < _MIN_KEY_SIZE:
+                raise ValueError(
+                    f"a checksum key must be at least {_MIN_KEY_SIZE} bytes, got "
+                    f"{len(checksum)} (Base64Wrapper.generate_key() makes one)"
+                )
+            self._checksum = _hmac_sha256(bytes(checksum))
+            self._checksum_name = "HMAC-SHA256"
+        else:
+            raise TypeError(
+                f"checksum must be True, False or a bytes key, got {type(checksum).__name__}"
+            )
+
+    @staticmethod
+    def generate_key() -> bytes:
+        """Return a new random 32-byte key for ``checksum=`` (from :mod:`secrets`).
+
+        Both ends need the same key; keep it out of the source code and the logs.
+        """
+        return secrets.token_bytes(_DIGEST_SIZE)
 
     def _encode(self, payload: bytes) -> bytes:
+        if self._checksum is not None:
+            payload += self._checksum(payload)
         return base64.b64encode(payload, self._altchars)
 
     def _decode(self, data: bytes) -> bytes:
+        checked = " (the checksum could not be verified)" if self._checksum is not None else ""
         if self._altchars is not None and (b"+" in data or b"/" in data):
-            raise DeserializeError("invalid base64: '+' or '/' outside the URL-safe alphabet", data)
+            raise DeserializeError(
+                f"invalid base64{checked}: '+' or '/' outside the URL-safe alphabet", data
+            )
         try:
-            return base64.b64decode(data, self._altchars, validate=True)
+            decoded = base64.b64decode(data, self._altchars, validate=True)
         except binascii.Error as exc:
-            raise DeserializeError(f"invalid base64: {exc}", data) from exc
+            raise DeserializeError(f"invalid base64{checked}: {exc}", data) from exc
+        checksum = self._checksum
+        if checksum is None:
+            return decoded
+        if len(decoded) < _DIGEST_SIZE:
+            raise DeserializeError(
+                f"{self._checksum_name} checksum missing: {len(decoded)} bytes decoded, fewer "
+                f"than the {_DIGEST_SIZE}-byte checksum (a truncated message, or no checksum "
+                "on the sending side)",
+                data,
+            )
+        payload = decoded[:-_DIGEST_SIZE]
+        if not hmac.compare_digest(checksum(payload), decoded[-_DIGEST_SIZE:]):
+            raise DeserializeError(
+                f"{self._checksum_name} checksum mismatch: the message was altered or truncated"
+                + (", or signed with another key" if self._checksum is not _sha256 else ""),
+                data,
+            )
+        return payload
+
+
+def _sha256(payload: bytes) -> bytes:
+    return hashlib.sha256(payload).digest()
+
+
+def _hmac_sha256(key: bytes) -> Callable[[bytes], bytes]:
+    digest = hmac.digest
+
+    def sign(payload: bytes) -> bytes:
+        return digest(key, payload, "sha256")
+
+    return sign
 
 
 class _Decompressor(Protocol):

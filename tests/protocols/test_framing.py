@@ -15,6 +15,7 @@ from protocols import (
     Framer,
     FrameTooLargeError,
     FramingError,
+    JSONDocumentFramer,
     LengthPrefixFramer,
     LineFramer,
     ProtocolError,
@@ -34,7 +35,21 @@ FRAMERS: dict[str, Framer] = {
     "prefix-4": LengthPrefixFramer(4),
     "prefix-8": LengthPrefixFramer(8),
     "fixed-5": FixedSizeFramer(5),
+    "json-documents": JSONDocumentFramer(),
 }
+
+#: Documents for the JSON framer, tricky ones included; the last is a number, which a
+#: truncated stream leaves incomplete at every length (as the other framers' last frames).
+JSON_DOCUMENTS = [
+    b"{}",
+    b"[]",
+    b'"a"',
+    b'{"a":"}]\\"[{"}',
+    b'[1,[2,{"b":null}],"\\\\\\""]',
+    b"true",
+    b'"\\\\"',
+    b"-0.5e3",
+]
 
 CANDIDATE_PAYLOADS = [
     b"",
@@ -65,6 +80,8 @@ def payloads_for(framer: Framer) -> list[bytes]:
     """Some payloads ``framer`` can frame, the tricky ones (delimiter prefixes...) included."""
     if isinstance(framer, FixedSizeFramer):
         return [b"abcde", b"\x00" * 5, b"\n\n\n\n\n", b"a<END", b"12345"]
+    if isinstance(framer, JSONDocumentFramer):
+        return JSON_DOCUMENTS
     payloads = [p for p in CANDIDATE_PAYLOADS if frameable(framer, p)]
     assert len(payloads) >= 6
     return payloads
@@ -72,11 +89,13 @@ def payloads_for(framer: Framer) -> list[bytes]:
 
 def bad_message_for(framer: Framer) -> bytes:
     """A frameable payload that the test deserializer below refuses."""
+    if isinstance(framer, JSONDocumentFramer):
+        return b'"BAD"'
     return b"BAD!!" if isinstance(framer, FixedSizeFramer) else b"BAD"
 
 
 def refuse_bad(payload: bytes) -> bytes:
-    if payload.startswith(b"BAD"):
+    if payload.startswith((b"BAD", b'"BAD')):
         raise DeserializeError("refused", payload)
     return payload
 
@@ -248,6 +267,7 @@ class TestEveryFramer:
         pytest.param(lambda size: LineFramer(max_frame_size=size), id="line"),
         pytest.param(lambda size: LengthPrefixFramer(max_frame_size=size), id="prefix"),
         pytest.param(FixedSizeFramer, id="fixed"),
+        pytest.param(lambda size: JSONDocumentFramer(max_frame_size=size), id="json-documents"),
     ],
 )
 @pytest.mark.parametrize("size", [0, -1])
@@ -541,6 +561,9 @@ OVERSIZED = [
     pytest.param(LineFramer(max_frame_size=4), b"abcde\n", id="line-complete"),
     pytest.param(LineFramer(max_frame_size=4), b"abcde", id="line-incomplete"),
     pytest.param(LengthPrefixFramer(max_frame_size=4), b"\x00\x00\x00\x05", id="prefix"),
+    pytest.param(JSONDocumentFramer(max_frame_size=4), b"[1,2]", id="json-complete"),
+    pytest.param(JSONDocumentFramer(max_frame_size=4), b'["abc', id="json-incomplete"),
+    pytest.param(JSONDocumentFramer(max_frame_size=4), b"12345", id="json-number"),
 ]
 
 

@@ -31,6 +31,7 @@ from protocols import (
     FixedSizeFramer,
     Framer,
     FramingError,
+    JSONDocumentFramer,
     JSONSerializer,
     LengthPrefixFramer,
     LineFramer,
@@ -41,6 +42,7 @@ from protocols import (
     ProtocolError,
     SerializeError,
     Serializer,
+    StapledSerializer,
     StreamDecoder,
     StreamProtocol,
     StringSerializer,
@@ -167,7 +169,18 @@ FRAMERS: dict[str, Framer] = {
     "prefix-8": LengthPrefixFramer(8),
     "fixed-1": FixedSizeFramer(1),
     "fixed-7": FixedSizeFramer(7),
+    "json-documents": JSONDocumentFramer(),
 }
+
+#: Payloads for the JSON framer: JSON documents, and strings of JSON syntax that frame() must
+#: either refuse or frame so that they come back as they were.
+JSON_PAYLOADS = st.one_of(
+    JSON_VALUES.map(msgspec.json.encode),
+    st.lists(
+        st.sampled_from([b"{", b"}", b"[", b"]", b'"', b"\\", b"1", b"t", b" ", b"\n", b","]),
+        max_size=12,
+    ).map(b"".join),
+)
 
 
 def frameable(framer: Framer, payload: bytes) -> bool:
@@ -185,6 +198,9 @@ def test_framer_any_chunking_round_trips(framer: Framer, data: st.DataObject) ->
     if isinstance(framer, FixedSizeFramer):
         size = framer.size
         payloads = data.draw(st.lists(st.binary(min_size=size, max_size=size), max_size=12))
+    elif isinstance(framer, JSONDocumentFramer):
+        drawn = data.draw(st.lists(JSON_PAYLOADS, max_size=12), label="payloads")
+        payloads = [payload for payload in drawn if frameable(framer, payload)]
     else:
         drawn = data.draw(st.lists(PAYLOADS, max_size=12), label="payloads")
         payloads = [payload for payload in drawn if frameable(framer, payload)]
@@ -208,6 +224,18 @@ PROTOCOLS: dict[str, tuple[StreamProtocol[Any, Any], st.SearchStrategy[Any]]] = 
     "json-prefix": (StreamProtocol(JSONSerializer(), LengthPrefixFramer()), JSON_VALUES),
     "msgpack-prefix4": (StreamProtocol(MsgPackSerializer(), LengthPrefixFramer()), MSGPACK_VALUES),
     "msgpack-prefix2": (StreamProtocol(MsgPackSerializer(), LengthPrefixFramer(2)), MSGPACK_VALUES),
+    "json-documents": (StreamProtocol(JSONSerializer(), JSONDocumentFramer()), JSON_VALUES),
+    "stapled-json-prefix": (
+        StreamProtocol(
+            StapledSerializer(sending=JSONSerializer(), receiving=JSONSerializer()),
+            LengthPrefixFramer(),
+        ),
+        JSON_VALUES,
+    ),
+    "signed-base64-msgpack-line": (
+        StreamProtocol(Base64Wrapper(MsgPackSerializer(), checksum=b"k" * 32)),
+        MSGPACK_VALUES,
+    ),
     "string-line": (StreamProtocol(StringSerializer()), st.text(max_size=20)),
     "string-crlf": (StreamProtocol(StringSerializer(), LineFramer(b"\r\n")), st.text(max_size=20)),
     "string-latin1-prefix": (
@@ -258,6 +286,13 @@ DECODING_PROTOCOLS: dict[str, StreamProtocol[Any, Any]] = {
         MsgPackSerializer(Pair), LengthPrefixFramer(2, max_frame_size=SMALL)
     ),
     "json-prefix4": StreamProtocol(JSONSerializer(), LengthPrefixFramer(max_frame_size=SMALL)),
+    "json-documents": StreamProtocol(JSONSerializer(), JSONDocumentFramer(max_frame_size=SMALL)),
+    "json-typed-documents": StreamProtocol(
+        JSONSerializer(Ping), JSONDocumentFramer(max_frame_size=SMALL)
+    ),
+    "signed-base64-json-line": StreamProtocol(
+        Base64Wrapper(JSONSerializer(), checksum=b"k" * 32), LineFramer(max_frame_size=SMALL)
+    ),
     "cbor-prefix8": StreamProtocol(CBORSerializer(), LengthPrefixFramer(8, max_frame_size=SMALL)),
     "struct-fixed": StreamProtocol(StructSerializer("if?"), FixedSizeFramer(9)),
 }
@@ -337,6 +372,9 @@ SERIALIZERS: dict[str, Serializer[Any, Any]] = {
     "cbor": CBORSerializer(),
     "base64": Base64Wrapper(JSONSerializer()),
     "base64-urlsafe": Base64Wrapper(MsgPackSerializer(), urlsafe=True),
+    "base64-sha256": Base64Wrapper(JSONSerializer(), checksum=True),
+    "base64-hmac": Base64Wrapper(MsgPackSerializer(), urlsafe=True, checksum=b"k" * 32),
+    "stapled": StapledSerializer(sending=MsgPackSerializer(), receiving=JSONSerializer(Ping)),
     "zlib": ZlibWrapper(JSONSerializer(), max_size=1024),
     "bz2": BZ2Wrapper(MsgPackSerializer(), max_size=1024),
     "lzma": LZMAWrapper(JSONSerializer(), max_size=1024),
@@ -434,7 +472,14 @@ class InterleavedMsgPackFrames(InterleavedMessages):
     bad_payloads = (b"", b"\xc1", b"\x81\xa2id\xa1x", b"\x92\x01", b"\x90", b"\x81\xa2id\x01\x02")
 
 
+class InterleavedJSONDocuments(InterleavedMessages):
+    protocol = StreamProtocol(JSONSerializer(Ping), JSONDocumentFramer())
+    bad_payloads = (b'{"id": "x"}', b"[]", b'{"id": 1.5}', b'"x"', b"nope", b'{"id": 1,}')
+
+
 TestInterleavedJSONLines = InterleavedMessages.TestCase
 TestInterleavedJSONLines.settings = settings(FEW_EXAMPLES, stateful_step_count=30)
 TestInterleavedMsgPackFrames = InterleavedMsgPackFrames.TestCase
 TestInterleavedMsgPackFrames.settings = TestInterleavedJSONLines.settings
+TestInterleavedJSONDocuments = InterleavedJSONDocuments.TestCase
+TestInterleavedJSONDocuments.settings = TestInterleavedJSONLines.settings

@@ -19,6 +19,7 @@ from protocols import (
     MsgPackSerializer,
     ProtocolError,
     SerializeError,
+    StapledSerializer,
     StreamProtocol,
     StringSerializer,
     StructSerializer,
@@ -286,3 +287,50 @@ def test_converter_is_abstract() -> None:
 
     with pytest.raises(TypeError):
         Incomplete()  # type: ignore[abstract]
+
+
+# --- StapledSerializer in protocols ---------------------------------------------------------------
+
+#: A server that takes MessagePack requests and sends JSON replies, and its client.
+SERVER_SIDE = StapledSerializer(sending=JSONSerializer(), receiving=MsgPackSerializer())
+CLIENT_SIDE = SERVER_SIDE.swapped()
+
+
+class TestStapledProtocols:
+    def test_stream_json_replies_msgpack_requests(self) -> None:
+        server = StreamProtocol(SERVER_SIDE, LengthPrefixFramer())
+        client = StreamProtocol(CLIENT_SIDE, LengthPrefixFramer())
+        requests: list[Any] = [{"op": "add", "args": [1, 2]}, [b"raw", None], "ping"]
+        wire = b"".join(client.encode(request) for request in requests)
+        assert msgspec.msgpack.decode(wire[4 : 4 + int.from_bytes(wire[:4])]) == requests[0]
+        assert decode_all(server.decoder(), one_byte_at_a_time(wire)) == requests
+        replies: list[Any] = [{"result": 3}, ["raw", None], "pong"]
+        batch = bytearray()
+        for reply in replies:
+            server.encode_into(reply, batch)
+        assert batch[:16] == b'\x00\x00\x00\x0c{"result":3}'
+        assert decode_all(client.decoder(), [bytes(batch)]) == replies
+
+    def test_a_request_in_the_sending_format_is_a_deserialize_error(self) -> None:
+        server = StreamProtocol(SERVER_SIDE, LengthPrefixFramer())
+        decoder = server.decoder()
+        decoder.feed(
+            server.encode({"a": 1}) + StreamProtocol(CLIENT_SIDE, LengthPrefixFramer()).encode(2)
+        )
+        with pytest.raises(DeserializeError, match="MessagePack"):
+            next(decoder)
+        assert list(decoder) == [2]
+
+    def test_datagrams(self) -> None:
+        server = DatagramProtocol(SERVER_SIDE)
+        client = DatagramProtocol(CLIENT_SIDE)
+        assert server.decode(client.encode({"q": [1, 2]})) == {"q": [1, 2]}
+        assert server.encode({"r": 3}) == b'{"r":3}'
+        assert client.decode(server.encode({"r": 3})) == {"r": 3}
+
+    def test_with_a_converter(self) -> None:
+        protocol = DatagramProtocol(
+            StapledSerializer(sending=JSONSerializer(), receiving=JSONSerializer()),
+            PointConverter(),
+        )
+        assert protocol.decode(protocol.encode(Point(1, 2))) == Point(1, 2)

@@ -24,6 +24,7 @@ from protocols import (
     PickleSerializer,
     SerializeError,
     Serializer,
+    StapledSerializer,
     StreamProtocol,
     StringSerializer,
     StructSerializer,
@@ -542,3 +543,95 @@ class TestBytesSerializer:
         decoder.feed(b"PING\r\nPING\r\n")
         assert list(decoder) == [b"PING", b"PING"]
         assert protocol.encode(b"+PONG") == b"+PONG\r\n"
+
+
+# --- StapledSerializer ----------------------------------------------------------------------------
+
+
+class TestStapledSerializerContract(SerializerContract):
+    """Both halves JSON (typed for receiving): the contract's round trip needs one format."""
+
+    @pytest.fixture
+    def serializer(self) -> Serializer[Any, Any]:
+        return StapledSerializer(sending=JSONSerializer(), receiving=JSONSerializer())
+
+    @pytest.fixture
+    def samples(self) -> list[Any]:
+        return JSON_SAMPLES
+
+    @pytest.fixture
+    def bad_payloads(self) -> list[bytes]:
+        return [b"", b"{", b"\xff", LONG_TRUNCATED_JSON]
+
+    @pytest.fixture
+    def unserializable(self) -> list[Any]:
+        return [object(), {(1, 2): 3}]
+
+
+class TestStapledSerializer:
+    def test_sends_with_one_and_receives_with_the_other(self) -> None:
+        stapled = StapledSerializer(sending=JSONSerializer(), receiving=MsgPackSerializer())
+        assert stapled.serialize({"a": [1]}) == b'{"a":[1]}'
+        buffer = bytearray(b"x")
+        stapled.serialize_into({"a": [1]}, buffer)
+        assert buffer == b'x{"a":[1]}'
+        assert stapled.deserialize(msgspec.msgpack.encode({"b": 2})) == {"b": 2}
+        with pytest.raises(DeserializeError, match="MessagePack"):
+            stapled.deserialize(b'{"a":[1]}')  # JSON is not what this end receives
+
+    def test_errors_come_from_the_half_that_ran(self) -> None:
+        stapled = StapledSerializer(sending=StringSerializer(), receiving=JSONSerializer(Ping))
+        with pytest.raises(SerializeError):
+            stapled.serialize(b"not a str")  # type: ignore[arg-type]
+        with pytest.raises(DeserializeError, match="Object missing required field `id`"):
+            stapled.deserialize(b"{}")
+        assert stapled.deserialize(b'{"id": 3}') == Ping(id=3)
+
+    def test_halves_and_swapped(self) -> None:
+        sending, receiving = JSONSerializer(), MsgPackSerializer()
+        stapled = StapledSerializer(sending=sending, receiving=receiving)
+        assert stapled.sending is sending
+        assert stapled.receiving is receiving
+        peer = stapled.swapped()
+        assert peer.sending is receiving
+        assert peer.receiving is sending
+        assert peer.deserialize(stapled.serialize([1, "a"])) == [1, "a"]
+        assert stapled.deserialize(peer.serialize([2, "b"])) == [2, "b"]
+
+    def test_halves_are_keyword_only(self) -> None:
+        with pytest.raises(TypeError):
+            StapledSerializer(JSONSerializer(), MsgPackSerializer())  # type: ignore[call-arg]
+
+    @pytest.mark.parametrize(
+        ("sending", "receiving", "words"),
+        [
+            pytest.param(
+                JSONSerializer,
+                JSONSerializer(),
+                "sending must be a Serializer instance, got <class",
+                id="class",
+            ),
+            pytest.param(
+                JSONSerializer(),
+                None,
+                "receiving must be a Serializer instance, got None",
+                id="none",
+            ),
+        ],
+    )
+    def test_halves_must_be_serializers(self, sending: Any, receiving: Any, words: str) -> None:
+        with pytest.raises(TypeError, match=words) as caught:
+            StapledSerializer(sending=sending, receiving=receiving)
+        assert ("(a class: call it)" in str(caught.value)) == isinstance(sending, type)
+
+    def test_repr_names_both_halves(self) -> None:
+        text = repr(StapledSerializer(sending=BytesSerializer(), receiving=StringSerializer()))
+        assert text.startswith("StapledSerializer(sending=<protocols.serializers.BytesSerializer")
+        assert "receiving=<protocols.serializers.StringSerializer" in text
+
+    def test_is_not_a_stock_serializer(self) -> None:
+        """The compiled engine passes BytesSerializer's payloads through untouched when the
+        serializer is exactly BytesSerializer: a stapled pair of them must not look like one."""
+        stapled = StapledSerializer(sending=BytesSerializer(), receiving=BytesSerializer())
+        assert not isinstance(stapled, BytesSerializer)
+        assert type(stapled) is StapledSerializer

@@ -1,8 +1,12 @@
-"""Tests of protocols.wrappers: base64 and the bounded decompressors (zlib, bz2, lzma)."""
+"""Tests of protocols.wrappers: base64 (with its SHA-256 and HMAC-SHA256 checksums) and the
+bounded decompressors (zlib, bz2, lzma)."""
 
 from __future__ import annotations
 
+import base64
 import bz2
+import hashlib
+import hmac
 import lzma
 import struct
 import zlib
@@ -19,6 +23,7 @@ from protocols import (
     LengthPrefixFramer,
     LineFramer,
     LZMAWrapper,
+    MsgPackSerializer,
     StreamProtocol,
     StringSerializer,
     ZlibWrapper,
@@ -98,6 +103,52 @@ class TestBase64WrapperURLSafe(TestBase64Wrapper):
         return [b"!!!!", b"bnVsbA", b"bnVsbA==\n", b"A" * 101]
 
 
+#: A fixed signing key for the tests (any 16 bytes or more will do).
+KEY = bytes(range(32))
+
+
+def signed(payload: bytes, key: bytes | None = KEY, *, urlsafe: bool = False) -> bytes:
+    """The message Base64Wrapper(..., checksum=key or True) sends for ``payload``, built here
+    from the documented layout: base64(payload + SHA-256 or HMAC-SHA256 of payload)."""
+    if key is None:
+        digest = hashlib.sha256(payload).digest()
+    else:
+        digest = hmac.new(key, payload, "sha256").digest()
+    encode = base64.urlsafe_b64encode if urlsafe else base64.standard_b64encode
+    return encode(payload + digest)
+
+
+class TestBase64WrapperSigned(TestBase64Wrapper):
+    @pytest.fixture
+    def serializer(self) -> Serializer[Any, Any]:
+        return Base64Wrapper(JSONSerializer(), checksum=KEY)
+
+    @pytest.fixture
+    def bad_payloads(self) -> list[bytes]:
+        valid = signed(b'"' + b"x" * 100 + b'"')
+        return [
+            b"!!!!",
+            b"bnVsbA==",  # "null" without its checksum
+            base64.b64encode(b"null" + bytes(32)),  # a wrong checksum
+            signed(b"null", bytes(32)),  # another key
+            signed(b"null", None),  # SHA-256 where HMAC is expected
+            valid[:-4],  # truncated
+            valid[4:],
+            valid.replace(b"eHh4", b"eHh5"),  # one payload byte altered
+        ]
+
+
+class TestBase64WrapperChecksum(TestBase64Wrapper):
+    @pytest.fixture
+    def serializer(self) -> Serializer[Any, Any]:
+        return Base64Wrapper(JSONSerializer(), urlsafe=True, checksum=True)
+
+    @pytest.fixture
+    def bad_payloads(self) -> list[bytes]:
+        valid = signed(b'"' + b"x" * 100 + b'"', None, urlsafe=True)
+        return [b"!!!!", b"bnVsbA==", valid[:-4], valid.replace(b"eHh4", b"eHh5")]
+
+
 class TestZlibWrapper(SerializerContract):
     @pytest.fixture
     def serializer(self) -> Serializer[Any, Any]:
@@ -170,6 +221,138 @@ class TestBase64:
     def test_wrapped(self) -> None:
         inner = JSONSerializer()
         assert Base64Wrapper(inner).wrapped is inner
+
+
+class TestBase64Checksum:
+    """``checksum=``: the layout, what is refused and how it is told, the key rules."""
+
+    def test_layout_is_payload_then_hmac_sha256_in_base64(self) -> None:
+        for urlsafe in (False, True):
+            wrapper = Base64Wrapper(RAW, urlsafe=urlsafe, checksum=KEY)
+            for payload in (b"", b"abc", bytes(range(256))):
+                message = wrapper.serialize(payload.decode("latin-1"))
+                assert message == signed(payload, urlsafe=urlsafe)
+                assert wrapper.deserialize(message) == payload.decode("latin-1")
+
+    def test_unkeyed_checksum_is_sha256(self) -> None:
+        wrapper = Base64Wrapper(RAW, checksum=True)
+        assert wrapper.serialize("abc") == signed(b"abc", None)
+
+    def test_without_checksum_nothing_changes(self) -> None:
+        for checksum in (False, None):
+            wrapper = Base64Wrapper(RAW, checksum=checksum)  # type: ignore[arg-type]
+            assert wrapper.serialize("abc") == base64.b64encode(b"abc")
+            assert wrapper.deserialize(base64.b64encode(b"abc")) == "abc"
+
+    def test_every_altered_byte_is_detected(self) -> None:
+        wrapper = Base64Wrapper(RAW, checksum=KEY)
+        decoded = base64.b64decode(wrapper.serialize("a message"))
+        for index in range(len(decoded)):
+            altered = bytearray(decoded)
+            altered[index] ^= 0x01
+            with pytest.raises(DeserializeError, match="HMAC-SHA256 checksum mismatch"):
+                wrapper.deserialize(base64.b64encode(altered))
+
+    def test_every_truncation_is_detected(self) -> None:
+        wrapper = Base64Wrapper(RAW, checksum=KEY)
+        message = wrapper.serialize("a message")
+        for kept in range(len(message)):
+            with pytest.raises(DeserializeError, match="checksum") as caught:
+                wrapper.deserialize(message[:kept])
+            assert caught.value.data == message[:kept][:64]
+
+    def test_errors_say_what_failed(self) -> None:
+        wrapper = Base64Wrapper(RAW, checksum=KEY)
+        with pytest.raises(DeserializeError, match="signed with another key"):
+            wrapper.deserialize(signed(b"abc", b"another key, 16+ bytes"))
+        with pytest.raises(DeserializeError, match="checksum missing: 3 bytes decoded"):
+            wrapper.deserialize(base64.b64encode(b"abc"))
+        with pytest.raises(DeserializeError, match="checksum could not be verified"):
+            wrapper.deserialize(b"not base64!")
+        with pytest.raises(DeserializeError) as caught:
+            Base64Wrapper(RAW, checksum=True).deserialize(signed(b"abc", KEY))
+        assert "SHA-256 checksum mismatch" in str(caught.value)
+        assert "key" not in caught.value.reason
+
+    def test_the_inner_serializer_sees_only_verified_payloads(self) -> None:
+        seen: list[bytes] = []
+
+        class Recording(Serializer[bytes, bytes]):
+            def serialize(self, obj: bytes) -> bytes:
+                return obj
+
+            def deserialize(self, data: bytes) -> bytes:
+                seen.append(data)
+                return data
+
+        wrapper = Base64Wrapper(Recording(), checksum=KEY)
+        with pytest.raises(DeserializeError):
+            wrapper.deserialize(signed(b"forged", b"the attacker's own key"))
+        assert seen == []
+        assert wrapper.deserialize(wrapper.serialize(b"real")) == b"real"
+        assert seen == [b"real"]
+
+    def test_the_comparison_is_constant_time(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls: list[tuple[bytes, bytes]] = []
+        real = hmac.compare_digest
+
+        def recording(a: bytes, b: bytes) -> bool:
+            calls.append((a, b))
+            return real(a, b)
+
+        monkeypatch.setattr(hmac, "compare_digest", recording)
+        wrapper = Base64Wrapper(RAW, checksum=KEY)
+        wrapper.deserialize(wrapper.serialize("abc"))
+        with pytest.raises(DeserializeError):
+            wrapper.deserialize(signed(b"abc", b"0123456789abcdef"))
+        assert len(calls) == 2
+        assert all(len(a) == len(b) == 32 for a, b in calls)
+
+    def test_interoperates_with_easynetwork_keys(self) -> None:
+        """EasyNetwork's Base64EncoderSerializer(checksum=key) takes a URL-safe base64 key and
+        sends urlsafe_b64encode(payload + hmac(key, payload, sha256)): the same message."""
+        easynetwork_key = base64.urlsafe_b64encode(KEY)
+        wrapper = Base64Wrapper(
+            RAW, urlsafe=True, checksum=base64.urlsafe_b64decode(easynetwork_key)
+        )
+        sent = base64.urlsafe_b64encode(b"hello" + hmac.digest(KEY, b"hello", "sha256"))
+        assert wrapper.deserialize(sent) == "hello"
+        assert wrapper.serialize("hello") == sent
+
+    @pytest.mark.parametrize("key", [b"", b"short", b"x" * 15, bytearray(b"y" * 15)])
+    def test_a_short_key_is_refused(self, key: bytes) -> None:
+        with pytest.raises(ValueError, match="at least 16 bytes"):
+            Base64Wrapper(RAW, checksum=key)
+
+    @pytest.mark.parametrize("key", ["a text key of 32 characters, yes", 1, 32, object()])
+    def test_a_key_that_is_not_bytes_is_refused(self, key: Any) -> None:
+        with pytest.raises(TypeError, match="checksum must be True, False or a bytes key"):
+            Base64Wrapper(RAW, checksum=key)
+
+    def test_a_bytearray_key_is_copied(self) -> None:
+        key = bytearray(KEY)
+        wrapper = Base64Wrapper(RAW, checksum=key)  # type: ignore[arg-type]  # accepted too
+        key[:] = bytes(32)
+        assert wrapper.serialize("abc") == signed(b"abc")
+
+    def test_generate_key(self) -> None:
+        keys = {Base64Wrapper.generate_key() for _ in range(10)}
+        assert len(keys) == 10
+        assert all(type(key) is bytes and len(key) == 32 for key in keys)
+        wrapper = Base64Wrapper(MsgPackSerializer(), checksum=keys.pop())
+        assert wrapper.deserialize(wrapper.serialize({"a": [1]})) == {"a": [1]}
+
+    def test_the_key_is_not_shown(self) -> None:
+        wrapper = Base64Wrapper(RAW, checksum=KEY)
+        assert KEY.hex() not in repr(wrapper)
+        assert repr(KEY) not in repr(wrapper)
+        assert not any(getattr(wrapper, name, None) == KEY for name in dir(wrapper))
+
+    def test_signed_line_protocol(self) -> None:
+        protocol = StreamProtocol(Base64Wrapper(MsgPackSerializer(), checksum=KEY), LineFramer())
+        messages: list[Any] = [{"a": b"\n\x00"}, [1, 2], None]
+        stream = b"".join(protocol.encode(message) for message in messages)
+        assert decode_all(protocol.decoder(), [stream]) == messages
 
 
 # --- compression --------------------------------------------------------------------------------
