@@ -8,6 +8,12 @@ what to do without parsing messages:
   move on);
 - `BusyResourceError`: two tasks tried to use it at the same time (a concurrency bug).
 
+`ClosedResourceError` and `BrokenResourceError` are :class:`ConnectionError` subclasses (so
+:class:`OSError`, with ``errno`` None): code written ``except ConnectionError:`` around a
+client or a connection also catches a resource that is no longer usable, whoever ended it, as
+EasyNetwork's ``ClientClosedError`` (a ``ConnectionError``) is caught. Catch the narrower class
+first when the two cases need different answers.
+
 Errors of the wire format live in ``protocols`` (``ProtocolError`` and its subclasses).
 """
 
@@ -16,21 +22,24 @@ from __future__ import annotations
 __all__ = ["BindError", "BrokenResourceError", "BusyResourceError", "ClosedResourceError"]
 
 
-class ClosedResourceError(Exception):
+class ClosedResourceError(ConnectionError):
     """The resource was closed by this side, and is used afterwards.
 
     Raised, for example, when a task sends on a connection that the server (or the handler
-    itself) has already closed. It points at shutdown ordering or at a missing check of
-    ``is_closing()``, never at the peer.
+    itself) has already closed, or when a client is used after ``close()``. It points at
+    shutdown ordering or at a missing check of ``is_closing()`` / ``is_closed()``, never at
+    the peer. A :class:`ConnectionError` (``errno`` None): ``except ConnectionError`` catches
+    it.
     """
 
 
-class BrokenResourceError(Exception):
+class BrokenResourceError(ConnectionError):
     """The peer or the operating system broke the resource.
 
     Raised, for example, when the peer reset the connection, or when a write fails with
     ``EPIPE``. The underlying ``OSError`` (when there is one) is kept as ``__cause__``. Nothing
-    is wrong with the program: the usual answer is to log it and let the connection go.
+    is wrong with the program: the usual answer is to log it and let the connection go. A
+    :class:`ConnectionError` (``errno`` None): ``except ConnectionError`` catches it.
     """
 
 

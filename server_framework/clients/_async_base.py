@@ -109,6 +109,15 @@ class AsyncClientBase(ClientBase, ABC):
         self._closed = True
         await self._close_transport()
 
+    def backend(self) -> AsyncBackend:
+        """The backend of the loop this client runs in: the one that connected it, or, before
+        :meth:`connect`, the running loop's (the one ``connect`` would use).
+
+        Raises:
+            RuntimeError: the client is not connected and no supported event loop is running.
+        """
+        return self._backend if self._backend is not None else current()
+
     def _busy(self) -> BusyResourceError:
         return BusyResourceError(
             "another task is already receiving on this client: receive from one task only"

@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from protocols import DatagramProtocol
 from server_framework.backend import AsyncBackend
+from server_framework.exceptions import ClosedResourceError
 
 from ._async_base import AsyncClientBase
 from ._common import (
@@ -69,6 +70,8 @@ class _AsyncDatagramClient(AsyncClientBase, Generic[SendT, RecvT]):
         data = self._protocol.encode(packet)
         try:
             await transport.send(data)
+        except ClosedResourceError:
+            raise
         except OSError as exc:
             raise_datagram_error(exc, self._peer)
 
@@ -109,6 +112,8 @@ class _AsyncDatagramClient(AsyncClientBase, Generic[SendT, RecvT]):
                     if scope.cancelled_caught:
                         raise receive_timeout_error(timeout, "datagram") from None
                     raise
+        except ClosedResourceError:
+            raise
         except OSError as exc:
             raise_datagram_error(exc, self._peer)
         finally:

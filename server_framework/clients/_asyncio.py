@@ -143,6 +143,13 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
             if self._write_stopped():
                 raise self._send_error()
 
+    async def send_eof(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        if not (self._closed or self._lost or transport.is_closing()):
+            # After the bytes the transport still buffers; then our FIN.
+            transport.write_eof()
+
     def abort(self) -> None:
         self._closed = True
         self._wake_receiver()
@@ -175,6 +182,10 @@ class AsyncIOStreamTransport(StreamTransport, asyncio.Protocol):
             transport.get_extra_info("peername"),
             transport.get_extra_info("sockname"),
         )
+
+    def ssl_object(self) -> Any:
+        assert self._transport is not None
+        return self._transport.get_extra_info("ssl_object")
 
     # -- internals ----------------------------------------------------------------------
 
@@ -275,26 +286,45 @@ class AsyncIOConnector(Connector):
 
     __slots__ = ()
 
-    async def open_tcp(
-        self, family: int, sockaddr: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
+    async def connect_tcp(self, family: int, sockaddr: Any, local: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if local is not None:
+                sock.bind(local)
+            await loop.sock_connect(sock, sockaddr)  # a numeric address: no resolution
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def open_stream(
+        self, sock: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
     ) -> StreamTransport:
         loop = asyncio.get_running_loop()
-        tls_args: dict[str, Any] = {}
-        if tls is not None:
-            tls_args = {
-                "ssl": tls.context,
-                "server_hostname": tls.server_hostname,
-                "ssl_shutdown_timeout": CLOSE_TIMEOUT,
-            }
-        # A numeric host: asyncio and uvloop do not resolve it again. Both loops set
-        # TCP_NODELAY on their TCP transports.
-        _transport, protocol = await loop.create_connection(
-            lambda: AsyncIOStreamTransport(decoder, loop),
-            sockaddr[0],
-            sockaddr[1],
-            family=family,
-            **tls_args,
-        )
+        try:
+            sock.setblocking(False)
+            if sock.family == socket.AF_UNIX:
+                # uvloop wants its Unix transport for a Unix socket.
+                _transport, protocol = await loop.create_unix_connection(
+                    lambda: AsyncIOStreamTransport(decoder, loop), sock=sock
+                )
+                return protocol
+            tls_args: dict[str, Any] = {}
+            if tls is not None:
+                tls_args = {
+                    "ssl": tls.context,
+                    "server_hostname": tls.server_hostname,
+                    "ssl_shutdown_timeout": CLOSE_TIMEOUT,
+                }
+            _transport, protocol = await loop.create_connection(
+                lambda: AsyncIOStreamTransport(decoder, loop), sock=sock, **tls_args
+            )
+        except BaseException:
+            sock.close()  # (again, if the loop did: harmless)
+            raise
         return protocol
 
     async def open_unix(self, path: str, decoder: StreamDecoder[Any]) -> StreamTransport:

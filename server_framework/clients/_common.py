@@ -10,11 +10,15 @@ is bound and connected, how a batch of packets is encoded.
 
 Errors, by who ended the client's usefulness:
 
-- we closed it: :class:`~server_framework.exceptions.ClosedResourceError`;
+- we closed it (or its sending side, ``send_eof()``):
+  :class:`~server_framework.exceptions.ClosedResourceError`, a ``ConnectionError`` subclass
+  (``errno`` None), so that ``except ConnectionError`` catches a closed client as it catches
+  EasyNetwork's ``ClientClosedError``. Code that catches ``OSError`` or ``ConnectionError``
+  around a call that may raise it lets it through first (``except ClosedResourceError:
+  raise``), so it is never reworded into another error;
 - the server closed or broke the connection: the builtin :class:`ConnectionError` (exactly that
   class, the operating system's error, if any, as ``__cause__``), so that ``except
-  ConnectionError`` also catches the OS's own ``ConnectionResetError`` or ``BrokenPipeError``
-  and nothing else;
+  ConnectionError`` also catches the OS's own ``ConnectionResetError`` or ``BrokenPipeError``;
 - connecting failed: the OS's error class (``ConnectionRefusedError``, ``FileNotFoundError``,
   ``socket.gaierror``...) with a message naming the address, or :class:`TimeoutError`;
 - the server sent a bad message: the :class:`~protocols.ProtocolError` itself.
@@ -24,7 +28,14 @@ message (or nothing came at all), its error says what was received and what it l
 (:func:`receive_detail`, with :func:`protocols.diagnostics.likely_cause`): a client and a
 server that disagree on framing, serializer or TLS otherwise show only a bare timeout.
 
-Nothing here does I/O but :func:`resolve` (a DNS lookup) and the datagram socket helpers (which
+Connecting to a TCP host name: its addresses are tried as RFC 8305 ("happy eyeballs") says,
+the families interleaved (:func:`connect_candidates`), a new attempt starting every
+``happy_eyeballs_delay`` seconds or as soon as the previous one fails, the first connection to
+succeed winning. Each client kind runs the race its own way (``poll()`` on non-blocking sockets;
+the backend's tasks); the order and the pairing with ``local_address`` are decided here.
+
+Nothing here does I/O but :func:`resolve` (a DNS lookup), :func:`client_ssl_context` (with
+``ssl=True``, it loads the system's CA certificates) and the datagram socket helpers (which
 bind and connect without waiting).
 """
 
@@ -35,9 +46,10 @@ import errno
 import os
 import secrets
 import socket
+import ssl as _ssl
 import tempfile
 from collections.abc import Iterable
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, NamedTuple, NoReturn, TypeVar
 
 from protocols import LengthPrefixFramer, LineFramer, StreamDecoder, StreamProtocol
 from protocols.diagnostics import SNIFF_SIZE, likely_cause
@@ -46,20 +58,32 @@ from server_framework.exceptions import ClosedResourceError
 __all__ = [
     "CLOSE_TIMEOUT",
     "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HAPPY_EYEBALLS_DELAY",
+    "Candidate",
+    "TLSInfo",
     "check_protocol",
+    "check_stream_socket",
     "check_timeout",
+    "client_ssl_context",
     "closed_error",
+    "connect_candidates",
     "connect_error",
     "connect_timeout_error",
     "connection_lost_error",
     "describe",
     "encode_all",
+    "eof_sent_error",
+    "local_infos_numeric",
     "peer_closed_error",
     "raise_datagram_error",
     "receive_detail",
     "receive_timeout_error",
     "resolve",
+    "resolve_local",
     "resolve_numeric",
+    "send_timeout_error",
+    "tls_eof_error",
+    "tls_info",
     "udp_socket",
     "unix_datagram_socket",
     "unlink_quietly",
@@ -76,6 +100,10 @@ DEFAULT_CONNECT_TIMEOUT: Final = 30.0
 #: ``close_notify`` exchanged) before it aborts the connection: the servers' default TLS
 #: shutdown timeout.
 CLOSE_TIMEOUT: Final = 10.0
+#: Seconds a TCP client waits for a connection attempt to one of a host name's addresses before
+#: it starts the next one in parallel (RFC 8305's "Connection Attempt Delay": its recommended
+#: value, and trio's default).
+DEFAULT_HAPPY_EYEBALLS_DELAY: Final = 0.25
 #: Attempts at binding a fresh random path for a Unix datagram client (a collision of 64 random
 #: bits is only a stale file left by a crashed process, so a few tries are plenty).
 _BIND_ATTEMPTS: Final = 8
@@ -136,6 +164,144 @@ def _unique(infos: list[Any]) -> list[tuple[int, Any]]:
         if (family, sockaddr) not in found:
             found.append((family, sockaddr))
     return found
+
+
+class Candidate(NamedTuple):
+    """One connection attempt of a TCP client: where to, and what to bind first."""
+
+    #: ``AF_INET`` or ``AF_INET6``.
+    family: int
+    #: The server's address, as the socket module takes it.
+    sockaddr: Any
+    #: The local address to bind before connecting (of the same family), or None.
+    local: Any
+
+
+def local_infos_numeric(local_address: tuple[str, int]) -> list[tuple[int, Any]] | None:
+    """The addresses ``local_address`` stands for, if no DNS query is needed (None: a name).
+
+    An empty host means every interface, of either family (the port as given).
+    """
+    host, port = local_address
+    if host == "":
+        return [(socket.AF_INET, ("", port)), (socket.AF_INET6, ("", port))]
+    return resolve_numeric(host, port, socket.SOCK_STREAM)
+
+
+def resolve_local(local_address: tuple[str, int]) -> list[tuple[int, Any]]:
+    """The addresses ``local_address`` stands for (blocking: it may be a name).
+
+    Raises:
+        OSError: the name does not resolve (the message names ``local_address``).
+    """
+    infos = local_infos_numeric(local_address)
+    if infos is not None:
+        return infos
+    host, port = local_address
+    try:
+        return _unique(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE))
+    except OSError as exc:
+        message = f"local_address {describe(local_address)}: {exc.strerror or exc}"
+        raise type(exc)(exc.errno, message) from exc
+
+
+def connect_candidates(
+    address: tuple[str, int],
+    infos: list[tuple[int, Any]],
+    local_infos: list[tuple[int, Any]] | None,
+) -> list[Candidate]:
+    """The connection attempts for ``address``'s resolved ``infos``, in the order to try them.
+
+    The families are interleaved as RFC 8305 says (the resolver's first address, then one of
+    the other family, and so on), so that a family that does not work (IPv6 without a route)
+    costs at most one attempt delay. With ``local_infos`` (``local_address`` resolved), each
+    attempt binds the first local address of its family, and the server's addresses of a
+    family that ``local_address`` does not have are left out.
+
+    Raises:
+        OSError: no address of the server is of a family that ``local_address`` has.
+    """
+    by_family: dict[int, list[Any]] = {}
+    for family, sockaddr in infos:
+        by_family.setdefault(family, []).append(sockaddr)
+    queues = list(by_family.items())  # in the order of each family's first address
+    ordered: list[tuple[int, Any]] = []
+    while queues:
+        for family, sockaddrs in queues:
+            ordered.append((family, sockaddrs.pop(0)))
+        queues = [(family, sockaddrs) for family, sockaddrs in queues if sockaddrs]
+    if local_infos is None:
+        return [Candidate(family, sockaddr, None) for family, sockaddr in ordered]
+    local_by_family: dict[int, Any] = {}
+    for family, sockaddr in local_infos:
+        local_by_family.setdefault(family, sockaddr)
+    candidates = [
+        Candidate(family, sockaddr, local_by_family[family])
+        for family, sockaddr in ordered
+        if family in local_by_family
+    ]
+    if not candidates:
+        raise OSError(
+            errno.EAFNOSUPPORT,
+            f"could not connect to {describe(address)}: none of its addresses is of the "
+            "family (IPv4 or IPv6) of local_address",
+        )
+    return candidates
+
+
+def client_ssl_context(ssl: _ssl.SSLContext | bool | None) -> _ssl.SSLContext | None:
+    """The client-side TLS context that a client's ``ssl=`` argument stands for.
+
+    ``True``: :func:`ssl.create_default_context` (the system's CAs, host name checked);
+    ``False`` or ``None``: no TLS; a context: itself.
+
+    Raises:
+        TypeError: ``ssl`` is none of these.
+    """
+    if ssl is None or ssl is False:
+        return None
+    if ssl is True:
+        return _ssl.create_default_context()
+    if isinstance(ssl, _ssl.SSLContext):
+        return ssl
+    raise TypeError(f"ssl must be an ssl.SSLContext, True, False or None, got {ssl!r}")
+
+
+def check_stream_socket(sock: object, families: tuple[int, ...], what: str) -> Any:
+    """Check that ``sock`` is a connected stream socket of one of ``families`` (``from_socket``).
+
+    Returns:
+        Its peer's address.
+
+    Raises:
+        TypeError: ``sock`` is not a :class:`socket.socket`.
+        ValueError: it is not a stream socket of those families, or not connected.
+    """
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"expected a socket.socket, got {sock!r}")
+    if sock.type != socket.SOCK_STREAM or sock.family not in families:
+        raise ValueError(f"expected a connected {what} socket, got {sock!r}")
+    try:
+        return sock.getpeername()
+    except OSError as exc:
+        raise ValueError(f"expected a connected {what} socket: {exc.strerror or exc}") from exc
+
+
+class TLSInfo(NamedTuple):
+    """What a TLS client learned from its handshake (read once, when it connects)."""
+
+    #: The server's certificate, as :meth:`ssl.SSLSocket.getpeercert` returns it.
+    peer_certificate: dict[str, Any]
+    #: ``(name, protocol version, secret bits)``, as :meth:`ssl.SSLSocket.cipher` returns it.
+    cipher: tuple[str, str, int]
+    #: The protocol version, such as ``"TLSv1.3"``.
+    version: str
+
+
+def tls_info(ssl_object: Any) -> TLSInfo:
+    """The `TLSInfo` of a connection whose handshake is done (``ssl_object``: an
+    ``ssl.SSLSocket``, an ``ssl.SSLObject`` or a ``trio.SSLStream``)."""
+    return TLSInfo(ssl_object.getpeercert() or {}, ssl_object.cipher(), ssl_object.version() or "")
 
 
 def encode_all(protocol: StreamProtocol[T, Any], packets: Iterable[T]) -> bytearray:
@@ -222,6 +388,32 @@ def receive_timeout_error(
     what was received meanwhile, see :func:`receive_detail`)."""
     message = f"no {what} received from the server within {timeout} s"
     return TimeoutError(f"{message} ({detail})" if detail else message)
+
+
+def send_timeout_error(timeout: float | None, broken: str | None = None) -> TimeoutError:
+    """The error of a send that gave up after ``timeout`` seconds: nothing was sent and the
+    client is still usable, or (``broken``: why) it is not."""
+    if broken is None:
+        return TimeoutError(
+            f"could not send within {timeout} s (the server does not read, or other sends "
+            "went first): nothing was sent, the client is still usable"
+        )
+    return TimeoutError(f"could not send within {timeout} s: {broken}")
+
+
+def eof_sent_error() -> ClosedResourceError:
+    """The error of a send after ``send_eof()``: this program closed the sending side."""
+    return ClosedResourceError("cannot send after send_eof(): the client's sending side is closed")
+
+
+def tls_eof_error() -> NotImplementedError:
+    """The error of ``send_eof()`` on a TLS client."""
+    return NotImplementedError(
+        "send_eof() is not supported over TLS: TLS has no half-close that servers honour "
+        "(asyncio and trio end the whole session on a close_notify), and a TCP half-close "
+        "without one looks like a truncation attack; close the client instead, or end the "
+        "request with a message of the protocol"
+    )
 
 
 def closed_error() -> ClosedResourceError:

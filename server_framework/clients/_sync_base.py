@@ -16,6 +16,8 @@ time left, instead of a socket timeout, because:
 
 Sends are serialized by a lock (a frame is written whole before the next one starts), so are
 receives (the decoder is not shared between two readers). A send and a receive run in parallel.
+A send with a ``timeout`` that passes once part of its frame is written leaves the server with
+half a message: the connection is then shut down and unusable, as after a framing error.
 With TLS, OpenSSL forbids two threads in one connection object at once, so each non-blocking
 SSL call (never a wait) is also made under a small lock.
 """
@@ -54,7 +56,14 @@ WANT_WRITE = _ssl.SSLWantWriteError
 
 
 class DeadlinePassed(Exception):
-    """Internal: a wait reached its deadline (a socket's own TimeoutError means ETIMEDOUT)."""
+    """Internal: a wait reached its deadline (a socket's own TimeoutError means ETIMEDOUT).
+
+    Raised by a send, ``sent`` says how many bytes went out before it.
+    """
+
+    def __init__(self, sent: int = 0) -> None:
+        super().__init__(sent)
+        self.sent = sent
 
 
 def wait_ready(sock: _socket.socket, writing: bool, deadline: float | None) -> bool:
@@ -189,10 +198,11 @@ class SyncClient(ClientBase):
             if not wait_ready(sock, writing, deadline):
                 raise DeadlinePassed
 
-    def _send_all(self, data: bytes | bytearray) -> None:
-        """Send all of ``data`` (a non-blocking ``sendall``), waiting as long as needed.
+    def _send_all(self, data: bytes | bytearray, deadline: float | None = None) -> None:
+        """Send all of ``data`` (a non-blocking ``sendall``), waiting until ``deadline``.
 
         Raises:
+            DeadlinePassed: the deadline passed first (``sent``: the bytes written).
             ClosedResourceError: the client was closed meanwhile.
             OSError: from the socket.
         """
@@ -213,7 +223,8 @@ class SyncClient(ClientBase):
                     writing = False
                 except WANT_WRITE:
                     writing = True
-                wait_ready(sock, writing, None)
+                if not wait_ready(sock, writing, deadline):
+                    raise DeadlinePassed(sent)
 
     def _iterate(self, receive: Callable[[float | None], T], timeout: float | None) -> Iterator[T]:
         """``iter_received_packets``: ``receive`` until an error that `_ends_iteration`."""

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from protocols import DatagramProtocol
+from server_framework.exceptions import ClosedResourceError
 from server_framework.sockets import MAX_DATAGRAM_SIZE
 
 from ._common import (
@@ -25,6 +26,7 @@ from ._common import (
     raise_datagram_error,
     receive_timeout_error,
     resolve,
+    send_timeout_error,
     udp_socket,
     unix_datagram_socket,
     unlink_quietly,
@@ -53,19 +55,32 @@ class _SyncDatagramClient(SyncClient, Generic[SendT, RecvT]):
         super().__init__(sock, tls=False)
         self._protocol = protocol
 
-    def send_packet(self, packet: SendT) -> None:
+    def send_packet(self, packet: SendT, *, timeout: float | None = None) -> None:
         """Serialize ``packet`` and send it to the server as one datagram.
 
+        Args:
+            packet: The message.
+            timeout: Seconds allowed to send it, waiting for other threads' sends included
+                (a datagram send waits only while the socket's buffer is full); ``None``, the
+                default: no limit.
+
         Raises:
+            TimeoutError: ``timeout`` passed: the datagram was not sent; the client is still
+                usable.
             SerializeError: ``packet`` cannot be serialized (nothing was sent).
             ConnectionRefusedError: the server was found unreachable (by an earlier
                 datagram: nothing listens there); the client is still usable.
             OSError: the datagram is too large (``EMSGSIZE``), or another socket error.
             ClosedResourceError: the client is closed.
+            ValueError: ``timeout`` is negative.
         """
+        check_timeout(timeout)
         data = self._protocol.encode(packet)
         sock = self._socket
-        with self._send_lock:
+        deadline = deadline_after(timeout)
+        if not self._send_lock.acquire(timeout=lock_timeout(deadline)):
+            raise send_timeout_error(timeout)
+        try:
             while True:
                 if self._closed:
                     raise closed_error()
@@ -76,7 +91,10 @@ class _SyncDatagramClient(SyncClient, Generic[SendT, RecvT]):
                     pass
                 except OSError as exc:
                     raise_datagram_error(exc, self._peer, closed=self._closed)
-                wait_ready(sock, True, None)
+                if not wait_ready(sock, True, deadline):
+                    raise send_timeout_error(timeout)
+        finally:
+            self._send_lock.release()
 
     def recv_packet(self, timeout: float | None = None) -> RecvT:
         """Return the message in the next datagram from the server.
@@ -101,6 +119,8 @@ class _SyncDatagramClient(SyncClient, Generic[SendT, RecvT]):
             data = self._recv_some(MAX_DATAGRAM_SIZE, deadline)
         except DeadlinePassed:
             raise receive_timeout_error(timeout, "datagram") from None
+        except ClosedResourceError:
+            raise
         except OSError as exc:
             raise_datagram_error(exc, self._peer, closed=self._closed)
         finally:

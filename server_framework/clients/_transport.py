@@ -5,7 +5,9 @@ trio (``_trio.py``): a `Connector` opens connections, a `StreamTransport` moves 
 stream connection into the client's decoder, a `DatagramTransport` sends and receives the
 datagrams of one connected socket. The async clients (``_async_base.py`` and its children) are
 written against these classes only; ``server_framework._loops.connector`` picks the
-implementation for the loop that runs ``connect()``.
+implementation for the loop that runs ``connect()``. A TCP client races its connection attempts
+(`Connector.connect_tcp`, one per address) itself, above this interface, on the backend's
+tasks; the winner becomes a transport through `Connector.open_stream`.
 
 This module imports no loop and nothing of the clients' other modules: the loop modules import
 it, and it imports none of them back.
@@ -28,8 +30,8 @@ class ClientTLS(NamedTuple):
 
     #: The client-side context (certificates trusted, protocol versions...).
     context: _ssl.SSLContext
-    #: The name checked against the server's certificate.
-    server_hostname: str
+    #: The name sent (SNI) and checked against the server's certificate (None: neither).
+    server_hostname: str | None
 
 
 class StreamTransport(ABC):
@@ -62,6 +64,13 @@ class StreamTransport(ABC):
         """
 
     @abstractmethod
+    async def send_eof(self) -> None:
+        """Shut the sending side down, after the data of the sends in progress (plain TCP and
+        Unix connections only: the client refuses TLS before). Nothing if the connection is
+        gone already.
+        """
+
+    @abstractmethod
     def abort(self) -> None:
         """Close at once, without any goodbye (after a framing error)."""
 
@@ -72,6 +81,11 @@ class StreamTransport(ABC):
     @abstractmethod
     def extra(self) -> tuple[Any, Any, Any]:
         """``(socket-like object, peer address, local address)`` as the OS reports them."""
+
+    @abstractmethod
+    def ssl_object(self) -> Any:
+        """What answers ``getpeercert()``, ``cipher()`` and ``version()`` for a TLS connection
+        (an ``ssl.SSLObject``, a ``trio.SSLStream``), or None."""
 
 
 class DatagramTransport(ABC):
@@ -108,13 +122,29 @@ class Connector(ABC):
     __slots__ = ()
 
     @abstractmethod
-    async def open_tcp(
-        self, family: int, sockaddr: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
-    ) -> StreamTransport:
-        """Connect to one resolved address (TLS handshake included), ``TCP_NODELAY`` set.
+    async def connect_tcp(self, family: int, sockaddr: Any, local: Any) -> Any:
+        """Make a TCP socket, bind it to ``local`` (unless None) and connect it to ``sockaddr``
+        (one attempt of a host's race), ``TCP_NODELAY`` set.
+
+        Returns:
+            The connected socket, of the kind `open_stream` takes (it has ``close()``).
 
         Raises:
-            OSError: the connection failed.
+            OSError: the socket could not be bound, or the connection failed.
+
+        Cancellation: the socket is closed.
+        """
+
+    @abstractmethod
+    async def open_stream(
+        self, sock: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
+    ) -> StreamTransport:
+        """Take over a connected stream socket (from `connect_tcp`, or a ``socket.socket``
+        given to ``from_socket``: TCP or Unix) and make its transport, after the TLS handshake
+        if ``tls``. The socket is closed if this fails.
+
+        Raises:
+            OSError: the server closed or reset the connection during the handshake.
             ssl.SSLError: the TLS handshake failed.
         """
 

@@ -17,6 +17,7 @@ Closing wakes the other tasks: ``trio_socket.close()`` makes their pending socke
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl as _ssl
 from typing import Any, Final, NoReturn
@@ -30,6 +31,7 @@ from ._common import (
     CLOSE_TIMEOUT,
     closed_error,
     connection_lost_error,
+    eof_sent_error,
     peer_closed_error,
     unusable_error,
 )
@@ -39,7 +41,13 @@ __all__ = ["CONNECTOR", "TrioConnector", "TrioDatagramTransport", "TrioStreamTra
 
 
 class _SendGate:
-    """Lets one sender at a time through; the others park (no checkpoint when uncontended)."""
+    """Lets one sender at a time through, in the order they came; the others park (no
+    checkpoint when uncontended).
+
+    ``busy`` is taken directly when it is False; otherwise `wait` parks until a `release`
+    hands the gate over (``busy`` stays True): a woken sender owns it at once, so nobody can
+    slip in between (``send_eof`` relies on it: the sends parked before it go first).
+    """
 
     __slots__ = ("_lot", "busy")
 
@@ -48,20 +56,21 @@ class _SendGate:
         self._lot: trio.lowlevel.ParkingLot | None = None
 
     async def wait(self) -> None:
-        """Wait until no other task is sending.
+        """Wait until the gate is handed to us (call it only when ``busy``).
 
-        Cancellation: a cancellation point only when another task is sending.
+        Cancellation: nothing is owned then.
         """
-        while self.busy:
-            if self._lot is None:
-                self._lot = trio.lowlevel.ParkingLot()
-            await self._lot.park()
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        await self._lot.park()
 
     def release(self) -> None:
-        """Let the next parked sender in."""
-        self.busy = False
-        if self._lot is not None:
-            self._lot.unpark()
+        """Hand the gate to the next parked sender, or open it."""
+        lot = self._lot
+        if lot is not None and lot:
+            lot.unpark()
+        else:
+            self.busy = False
 
 
 class TrioStreamTransport(StreamTransport):
@@ -72,6 +81,7 @@ class TrioStreamTransport(StreamTransport):
         "_closed",
         "_decoder",
         "_eof",
+        "_eof_sent",
         "_gate",
         "_receive_some",
         "_receiving",
@@ -94,6 +104,7 @@ class TrioStreamTransport(StreamTransport):
         # State.
         self._receiving = False
         self._eof = False
+        self._eof_sent = False
         self._broken: str | None = None
         self._closed = False
 
@@ -119,8 +130,15 @@ class TrioStreamTransport(StreamTransport):
         gate = self._gate
         if gate.busy:
             await gate.wait()
-            self._check_usable()
-        gate.busy = True
+            try:
+                self._check_usable()
+                if self._eof_sent:
+                    raise eof_sent_error()
+            except BaseException:
+                gate.release()
+                raise
+        else:
+            gate.busy = True
         try:
             if self._tls is None:
                 await self._sock_send_all(data)
@@ -161,6 +179,23 @@ class TrioStreamTransport(StreamTransport):
         except (trio.ClosedResourceError, trio.BrokenResourceError, OSError) as exc:
             raise self._error(exc) from exc
 
+    async def send_eof(self) -> None:
+        await trio.lowlevel.checkpoint()
+        gate = self._gate
+        if gate.busy:  # the sends in progress (and those parked before us) go first
+            await gate.wait()
+        else:
+            gate.busy = True
+        try:
+            if self._closed or self._broken is not None or self._eof_sent:
+                return
+            self._eof_sent = True  # the senders parked after us will not write
+            # ENOTCONN once the server reset the connection: nothing left to half-close.
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_WR)
+        finally:
+            gate.release()  # to the next parked sender, which is refused
+
     def abort(self) -> None:
         self._closed = True
         self._sock.close()
@@ -189,6 +224,9 @@ class TrioStreamTransport(StreamTransport):
     def extra(self) -> tuple[Any, Any, Any]:
         sock = self._sock
         return (sock, sock.getpeername(), sock.getsockname())
+
+    def ssl_object(self) -> Any:
+        return self._tls
 
     def _check_usable(self) -> None:
         if self._closed or self._broken is not None:
@@ -232,20 +270,27 @@ class TrioDatagramTransport(DatagramTransport):
             self._reraise(exc)
 
     async def send(self, data: bytes) -> None:
-        if self._closed:
-            raise closed_error()
+        self._check_open()
         gate = self._gate
         if gate.busy:
             await gate.wait()
-            if self._closed:
-                raise closed_error()
-        gate.busy = True
+            try:
+                self._check_open()  # closed while we waited for the gate?
+            except BaseException:
+                gate.release()
+                raise
+        else:
+            gate.busy = True
         try:
             await self._sock.send(data)
         except (trio.ClosedResourceError, OSError) as exc:
             self._reraise(exc)
         finally:
             gate.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise closed_error()
 
     def _reraise(self, exc: trio.ClosedResourceError | OSError) -> NoReturn:
         """Raise the error of a failed socket call: ours if we closed the socket, else its."""
@@ -266,13 +311,28 @@ class TrioConnector(Connector):
 
     __slots__ = ()
 
-    async def open_tcp(
-        self, family: int, sockaddr: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
-    ) -> StreamTransport:
+    async def connect_tcp(self, family: int, sockaddr: Any, local: Any) -> Any:
         sock = trio.socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if local is not None:
+                await sock.bind(local)
             await sock.connect(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def open_stream(
+        self, sock: Any, decoder: StreamDecoder[Any], tls: ClientTLS | None
+    ) -> StreamTransport:
+        if isinstance(sock, socket.socket):  # given to from_socket
+            try:
+                sock = trio.socket.from_stdlib_socket(sock)
+            except BaseException:
+                sock.close()
+                raise
+        try:
             stream = None
             if tls is not None:
                 stream = trio.SSLStream(
