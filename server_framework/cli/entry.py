@@ -120,7 +120,8 @@ def _main(argv: list[str]) -> int:
     environ = dict(os.environ)  # as read now (without systemd's variables)
 
     def reread() -> Settings:
-        """The settings read again, for a ``--reload`` restart (the config file may change)."""
+        """The settings read again, for a ``--reload`` restart or a reload of the workers
+        (SIGHUP): the config file may have changed."""
         return load_settings(namespace, environ, activated_fds=len(activated)).settings
 
     reloading = _Reloading(loaded.config_file, reread)
@@ -145,7 +146,7 @@ def _start(
     if activated:
         logger.info("using sockets from systemd socket activation", fds=activated)
     if settings.workers > 1:
-        return _supervise(settings, listeners)
+        return _supervise(settings, listeners, reloading.reread)
     if settings.reload:
         return _reload(settings, listeners, reloading)
     app = load_app(settings, listeners.kinds(settings))
@@ -177,6 +178,7 @@ def run_worker(spec_json: str) -> int:
         The worker's exit code.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C, for everyone
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # likewise SIGHUP (a reload, for the parent)
     catch_early_sigterm()
     spec = msgspec.json.decode(spec_json, type=WorkerSpec)
     settings = spec.settings
@@ -237,8 +239,9 @@ def _make_cwd_importable() -> None:
         sys.path.insert(0, os.getcwd())
 
 
-def _supervise(settings: Settings, listeners: Listeners) -> int:
-    """Bind (or, with ``--reuse-port``, check the addresses), then run the workers."""
+def _supervise(settings: Settings, listeners: Listeners, reread: Callable[[], Settings]) -> int:
+    """Bind (or, with ``--reuse-port``, check the addresses), then run the workers (``reread``
+    reads the settings again, for a reload on SIGHUP)."""
     worker_settings = msgspec.structs.replace(
         settings, log_format=resolve_format(settings.log_format, sys.stderr)
     )
@@ -251,7 +254,9 @@ def _supervise(settings: Settings, listeners: Listeners) -> int:
     else:
         bind(listeners, settings)
         logger.info("listening", listeners=listeners.names)
-    supervisor = Supervisor(worker_settings, listeners.fds(), bind_inet=settings.reuse_port)
+    supervisor = Supervisor(
+        worker_settings, listeners.fds(), bind_inet=settings.reuse_port, reread=reread
+    )
     if stopped_early():  # SIGTERM while we were binding
         return EXIT_OK
     return supervisor.run()

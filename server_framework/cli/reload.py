@@ -51,18 +51,18 @@ import msgspec
 import structlog
 
 from server_framework.cli.exits import EXIT_FAILURE, EXIT_FORCED, EXIT_OK, EXIT_STARTUP
-from server_framework.cli.settings import LISTENER_FIELDS, ConfigError, Settings
+from server_framework.cli.settings import ConfigError, Settings
 from server_framework.cli.workers import (
     STOP_MARGIN,
     WorkerSpec,
     describe_exit,
+    reread_settings,
     signal_wakeup,
     spawn_worker,
 )
 from server_framework.log import resolve_format
 
 __all__ = [
-    "FIXED_FIELDS",
     "MISSING_WATCHFILES",
     "Reloader",
     "target_directories",
@@ -73,9 +73,6 @@ logger: Final = structlog.get_logger(__name__)
 
 #: The error line of ``--reload`` without watchfiles (exit 2).
 MISSING_WATCHFILES: Final = "--reload needs watchfiles: pip install 'server-framework[reload]'"
-
-#: Settings a restart cannot change (the sockets are bound once, by the reloader).
-FIXED_FIELDS: Final = (*LISTENER_FIELDS, "reuse_port", "workers", "reload", "reload_dir")
 
 #: How long the watcher thread waits in watchfiles before it reports that it watches.
 _HEARTBEAT_MS: Final = 200
@@ -375,23 +372,15 @@ class Reloader:
         settings = self._origin
         if self._reread is not None and self._started > 0:
             try:
-                settings = self._reread()
+                settings, changed = reread_settings(self._origin, self._reread)
             except ConfigError as exc:
                 logger.error(f"{exc}; waiting for a change")
                 return None
-            changed = [
-                name
-                for name in FIXED_FIELDS
-                if getattr(settings, name) != getattr(self._origin, name)
-            ]
             if changed:
                 logger.warning(
                     "these settings apply only when --reload starts; keeping their first values",
                     settings=changed,
                 )
-            settings = msgspec.structs.replace(
-                settings, **{name: getattr(self._origin, name) for name in FIXED_FIELDS}
-            )
         return msgspec.structs.replace(
             settings,
             reload=False,

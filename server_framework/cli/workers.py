@@ -17,8 +17,9 @@ How it works:
   to check the addresses and to turn port 0 into a real port.) Unix sockets and inherited
   descriptors are always shared.
 - Start-up: worker 1 starts first; once it reports ready (it is serving), the others start.
-  A worker that exits before it is ready stops everything: the parent exits 3 (2 if the worker
-  reported a usage error), rather than restarting a worker that can never start.
+  A worker that exits before it is ready stops everything (except in a reload: see SIGHUP):
+  the parent exits 3 (2 if the worker reported a usage error), rather than restarting a worker
+  that can never start.
 - A worker that dies after it was ready is restarted at once and the event logged. More than
   ``max(5, N)`` deaths within 10 seconds means something is wrong with every worker: the
   parent stops them all and exits 3.
@@ -30,14 +31,34 @@ How it works:
   ``--shutdown-timeout`` + 5 seconds after the stop is killed.
 - A worker whose parent disappears (even by SIGKILL) notices (a pipe from the parent reaches
   end-of-file) and drains and exits like on SIGTERM: no orphan keeps serving.
+- SIGHUP to the parent: a zero-downtime reload. It reads the config file again (the listeners,
+  ``reuse_port`` and ``workers`` keep their values: the sockets stay as bound) and starts a new
+  *generation* of workers, fresh interpreters that import TARGET afresh, on the same sockets
+  (worker 1 first, then the others). Once every new worker serves, each old one gets SIGTERM and
+  drains as on a stop (killed ``--shutdown-timeout`` + 5 seconds later); it is not restarted if
+  it exits. Without ``--reuse-port`` all of them wait on one listening socket, whose kernel queue
+  outlives any worker: a client connecting meanwhile is accepted by an old worker before it
+  stops, or by a new one, never refused. If a new worker fails at start-up (TARGET no longer
+  imports, the config file is invalid...), the reload is abandoned: the new workers are stopped,
+  the old ones keep serving, an error is logged. A SIGHUP during a reload is queued: one more
+  reload follows it (so that code deployed meanwhile is not missed). One line per phase:
+  ``reload requested``, ``new generation ready``, ``old generation drained``.
+- SIGTTIN adds a worker, SIGTTOU removes one (SIGTERM to the newest: it drains), never the last;
+  restarts after a crash keep the new number. A worker that exits after the parent sent it
+  SIGTERM is never restarted.
 
-Caveat: without ``--reuse-port``, datagrams from one UDP peer may reach different workers, each
-with its own per-peer handler state.
+Caveats: without ``--reuse-port``, datagrams from one UDP peer may reach different workers, each
+with its own per-peer handler state. With ``--reuse-port``, each worker has its own TCP queue: a
+connection still queued on an old worker's socket when it closes is reset (unless the kernel
+migrates it: Linux's ``net.ipv4.tcp_migrate_req``), so a reload is not free of refusals there.
+A stream connection that an old worker accepted but whose request has not arrived when it
+starts draining is closed (as on any stop).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import selectors
 import signal
@@ -47,7 +68,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,15 +82,18 @@ from server_framework.cli.exits import (
     EXIT_STARTUP,
     EXIT_USAGE,
 )
-from server_framework.cli.settings import Settings
+from server_framework.cli.settings import LISTENER_FIELDS, ConfigError, Settings
+from server_framework.log import resolve_format
 
 __all__ = [
     "CRASH_WINDOW",
+    "FIXED_FIELDS",
     "STOP_MARGIN",
     "Supervisor",
     "WorkerSpec",
     "describe_exit",
     "notify_ready",
+    "reread_settings",
     "signal_wakeup",
     "spawn_worker",
     "watch_parent",
@@ -83,6 +107,9 @@ CRASH_WINDOW: Final = 10.0
 #: Seconds a worker gets beyond ``--shutdown-timeout`` to exit after SIGTERM before SIGKILL
 #: (its own drain deadline plus closing the handler's resources).
 STOP_MARGIN: Final = 5.0
+#: Settings that a reload (SIGHUP, or ``--reload``'s restart) keeps from the start: the sockets
+#: are bound once, by the parent; the number of workers changes with SIGTTIN and SIGTTOU.
+FIXED_FIELDS: Final = (*LISTENER_FIELDS, "reuse_port", "workers", "reload", "reload_dir")
 
 #: What a worker process runs. A string, not an import: the entry module imports this one.
 _WORKER_CODE: Final = (
@@ -189,40 +216,94 @@ def signal_wakeup(signums: Sequence[int]) -> Iterator[socket.socket]:
         wakeup_w.close()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
+class _Generation:
+    """The workers started together, with the same settings: at start-up, then per reload."""
+
+    number: int
+    settings: Settings
+    size: int = 0  # how many were started: set once its first worker is ready (0 before)
+    retired: bool = False  # a newer generation replaced it: its workers drain
+
+
+@dataclass(slots=True, eq=False)
 class _Worker:
     index: int
+    generation: _Generation
     process: subprocess.Popen[bytes]
     ready_fd: int | None  # read end of its ready pipe, until it reports or exits
+    serial: int  # order of start: SIGTTOU removes the newest
     ready: bool = False
+    kill_at: float | None = None  # set when it was sent SIGTERM: SIGKILL then
+    killed: bool = False
+
+    @property
+    def stopping(self) -> bool:
+        """We sent it SIGTERM: it drains, and is not restarted when it exits."""
+        return self.kill_at is not None
+
+
+def reread_settings(
+    origin: Settings, reread: Callable[[], Settings], fixed: Sequence[str] = FIXED_FIELDS
+) -> tuple[Settings, list[str]]:
+    """The settings read again by ``reread``, with the ``fixed`` fields kept from ``origin``.
+
+    Returns:
+        The settings, and the names of the ``fixed`` fields whose new reading differs (for a
+        warning: their change needs a new start).
+
+    Raises:
+        ConfigError: ``reread`` found an invalid setting.
+    """
+    settings = reread()
+    changed = [name for name in fixed if getattr(settings, name) != getattr(origin, name)]
+    kept = {name: getattr(origin, name) for name in fixed}
+    return msgspec.structs.replace(settings, **kept), changed
 
 
 class Supervisor:
-    """The parent process of ``--workers N``: start, watch, restart and stop the workers.
+    """The parent process of ``--workers N``: start, watch, restart, reload and stop the workers.
 
     It runs in the main thread, without an event loop: a ``selectors`` loop over the workers'
     ready pipes and a wake-up socket that signal handlers write to (``signal.set_wakeup_fd``).
     Exits of workers are noticed through SIGCHLD (with a one-second poll as a safety net).
 
+    The workers belong to *generations*: the first one, then one per reload (SIGHUP). At most
+    two are live and serving: the current one, and the one a reload is starting (pending);
+    older ones only drain.
+
     Args:
         settings: The settings the workers get (ports resolved, log format resolved).
         fds: The listening sockets the parent bound or inherited; passed to every worker.
         bind_inet: Workers bind their own TCP/UDP sockets (``--reuse-port``).
+        reread: Reads the settings again for a reload (the config file may have changed); may
+            raise :class:`~server_framework.cli.settings.ConfigError`. None: a reload keeps
+            ``settings`` (and still imports TARGET afresh).
     """
 
-    def __init__(self, settings: Settings, fds: Sequence[int], *, bind_inet: bool) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        fds: Sequence[int],
+        *,
+        bind_inet: bool,
+        reread: Callable[[], Settings] | None = None,
+    ) -> None:
+        self._origin = settings
         self._fds = tuple(fds)
         self._bind_inet = bind_inet
-        self._count = settings.workers
-        self._crash_limit = max(5, self._count)
+        self._reread = reread
+        self._count = settings.workers  # the target: SIGTTIN and SIGTTOU change it
         self._workers: dict[int, _Worker] = {}  # by pid
         self._crashes: deque[float] = deque()
         self._selector = selectors.DefaultSelector()
-        self._all_started = False
+        self._current: _Generation | None = None  # serving; None until the first is ready
+        self._pending: _Generation | None = None  # starting (at start-up, or a reload)
+        self._generations = 0
+        self._serial = 0
+        self._reload_queued = False
         self._stopping = False
         self._forced = False
-        self._deadline: float | None = None
         self._exit_code = EXIT_OK
         self._parent_r = -1
         self._parent_w = -1
@@ -235,16 +316,18 @@ class Supervisor:
             cleanly, 2 or 3 if a worker failed at start-up or workers crashed in a loop, 130
             after a forced stop.
         """
-        with signal_wakeup((signal.SIGINT, signal.SIGTERM)) as wakeup:
+        signums = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+        with signal_wakeup(signums) as wakeup:
             self._selector.register(wakeup, selectors.EVENT_READ)
             self._parent_r, self._parent_w = os.pipe()
             try:
                 logger.info("starting workers", workers=self._count, pid=os.getpid())
-                self._spawn(1)
+                self._pending = self._new_generation(self._origin)
+                self._spawn(self._pending, 1)
                 while self._workers:
                     self._wait(wakeup)
                     self._reap()
-                    self._check_deadline()
+                    self._check_deadlines()
                 return self._exit_code
             finally:
                 for worker in self._workers.values():  # only after an unexpected error
@@ -258,8 +341,10 @@ class Supervisor:
 
     def _wait(self, wakeup: socket.socket) -> None:
         timeout = 1.0
-        if self._deadline is not None:
-            timeout = max(0.0, min(timeout, self._deadline - time.monotonic()))
+        now = time.monotonic()
+        for worker in self._workers.values():
+            if worker.kill_at is not None and not worker.killed:
+                timeout = max(0.0, min(timeout, worker.kill_at - now))
         for key, _events in self._selector.select(timeout):
             if key.fileobj is wakeup:
                 with contextlib.suppress(BlockingIOError):
@@ -272,17 +357,22 @@ class Supervisor:
         if signum == signal.SIGCHLD:
             return  # _reap() runs after every wake-up
         name = signal.Signals(signum).name
-        if not self._stopping:
-            logger.info("stopping workers", signal=name, grace=self._settings.shutdown_timeout)
-            self._stop()
-        elif signum == signal.SIGINT and not self._forced:
-            logger.warning("second SIGINT: killing the workers")
-            self._forced = True
-            self._exit_code = EXIT_FORCED
-            for worker in self._workers.values():
-                worker.process.kill()
+        if self._stopping:
+            if signum == signal.SIGINT and not self._forced:
+                logger.warning("second SIGINT: killing the workers")
+                self._forced = True
+                self._exit_code = EXIT_FORCED
+                for worker in self._workers.values():
+                    worker.process.kill()
+            else:
+                logger.info("already stopping", signal=name)
+        elif signum == signal.SIGHUP:
+            self._reload()
+        elif signum in (signal.SIGTTIN, signal.SIGTTOU):
+            self._resize(1 if signum == signal.SIGTTIN else -1)
         else:
-            logger.info("already stopping", signal=name)
+            logger.info("stopping workers", signal=name, grace=self._origin.shutdown_timeout)
+            self._stop()
 
     def _on_ready_pipe(self, worker: _Worker) -> None:
         assert worker.ready_fd is not None
@@ -294,16 +384,20 @@ class Supervisor:
         if not data:
             return  # it exits before it was ready: _reap() handles it
         worker.ready = True
-        logger.info("worker ready", worker=worker.index, worker_pid=worker.process.pid)
-        if self._stopping:
-            worker.process.send_signal(signal.SIGTERM)  # started while we began to stop
-        elif not self._all_started:
-            if worker.index == 1:
-                for index in range(2, self._count + 1):
-                    self._spawn(index)
-            if len(self._workers) == self._count and all(w.ready for w in self._workers.values()):
-                self._all_started = True
-                logger.info("all workers ready", workers=self._count)
+        generation = worker.generation
+        logger.info(
+            "worker ready",
+            worker=worker.index,
+            worker_pid=worker.process.pid,
+            generation=generation.number,
+        )
+        if worker.stopping or generation is not self._pending:
+            return  # told to stop while it started (it stops once it serves); or a restart
+        if generation.size == 0:  # the first one: the application loads, start the others
+            generation.size = self._count
+            for index in range(2, generation.size + 1):
+                self._spawn(generation, index)
+        self._promote()
 
     def _reap(self) -> None:
         for pid, worker in list(self._workers.items()):
@@ -316,23 +410,38 @@ class Supervisor:
 
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
         how = describe_exit(returncode)
-        fields: dict[str, Any] = {"worker": worker.index, "worker_pid": worker.process.pid}
+        generation = worker.generation
+        fields: dict[str, Any] = {
+            "worker": worker.index,
+            "worker_pid": worker.process.pid,
+            "generation": generation.number,
+        }
+        # Killed by our SIGTERM before it could handle it (still starting): stopped as asked.
+        clean = returncode in (0, -signal.SIGTERM)
         if self._stopping:
             logger.info("worker stopped", how=how, **fields)
-            # Killed by our SIGTERM before it could handle it (still starting): stopped as asked.
-            clean = returncode in (0, -signal.SIGTERM)
             if not clean and self._exit_code == EXIT_OK:
                 self._exit_code = EXIT_FAILURE
+        elif worker.stopping:  # of an old generation, removed by SIGTTOU, or of a failed reload
+            if clean:
+                logger.info("worker stopped", how=how, **fields)
+            else:
+                logger.warning("worker did not stop cleanly", how=how, **fields)
+            if generation.retired and not self._members(generation, stopping=True):
+                logger.info("old generation drained", generation=generation.number)
         elif not worker.ready:
-            logger.error("worker failed at start-up; stopping", how=how, **fields)
-            self._exit_code = EXIT_USAGE if returncode == EXIT_USAGE else EXIT_STARTUP
-            self._stop()
+            if generation is self._pending and self._current is not None:
+                self._abandon_reload(how, **fields)
+            else:
+                logger.error("worker failed at start-up; stopping", how=how, **fields)
+                self._exit_code = EXIT_USAGE if returncode == EXIT_USAGE else EXIT_STARTUP
+                self._stop()
         else:
             now = time.monotonic()
             self._crashes.append(now)
             while self._crashes[0] < now - CRASH_WINDOW:
                 self._crashes.popleft()
-            if len(self._crashes) > self._crash_limit:
+            if len(self._crashes) > max(5, self._count):
                 logger.error(
                     "workers keep dying; stopping",
                     deaths=len(self._crashes),
@@ -344,28 +453,163 @@ class Supervisor:
                 self._stop()
             else:
                 logger.warning("worker died; restarting it", how=how, **fields)
-                self._spawn(worker.index)
+                self._spawn(generation, worker.index)
 
-    def _check_deadline(self) -> None:
-        if self._deadline is None or time.monotonic() < self._deadline or self._forced:
+    def _check_deadlines(self) -> None:
+        if self._forced:
             return
-        logger.error(
-            "workers still running after the grace period; killing them",
-            workers=[worker.process.pid for worker in self._workers.values()],
-        )
-        self._forced = True
-        if self._exit_code == EXIT_OK:
-            self._exit_code = EXIT_FAILURE
-        for worker in self._workers.values():
+        now = time.monotonic()
+        late = [
+            worker
+            for worker in self._workers.values()
+            if worker.kill_at is not None and not worker.killed and now >= worker.kill_at
+        ]
+        if not late:
+            return
+        if self._stopping:
+            logger.error(
+                "workers still running after the grace period; killing them",
+                workers=[worker.process.pid for worker in late],
+            )
+            if self._exit_code == EXIT_OK:
+                self._exit_code = EXIT_FAILURE
+        for worker in late:
+            if not self._stopping:
+                logger.warning(
+                    "worker still running after the grace period; killing it",
+                    worker=worker.index,
+                    worker_pid=worker.process.pid,
+                    generation=worker.generation.number,
+                )
+            worker.killed = True
             worker.process.kill()
+
+    # -- reloads and resizes ------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """SIGHUP: start a new generation (it replaces the current one once it all serves)."""
+        if self._pending is not None:
+            if self._reload_queued:
+                logger.info("reload already queued", generation=self._pending.number)
+            else:
+                self._reload_queued = True
+                logger.info("reload in progress; another one will follow it")
+            return
+        logger.info("reload requested", generation=self._generations + 1, workers=self._count)
+        settings = self._origin
+        if self._reread is not None:
+            try:
+                settings, changed = reread_settings(self._origin, self._reread)
+            except ConfigError as exc:
+                logger.error("reload failed; the old workers keep serving", reason=str(exc))
+                return
+            if changed:
+                logger.warning(
+                    "these settings apply only at start-up; keeping their values",
+                    settings=changed,
+                )
+            settings = msgspec.structs.replace(
+                settings, log_format=resolve_format(settings.log_format, sys.stderr)
+            )
+        self._pending = self._new_generation(settings)
+        self._spawn(self._pending, 1)
+
+    def _promote(self) -> None:
+        """Once every worker of the pending generation serves, it becomes the current one."""
+        pending = self._pending
+        if pending is None or pending.size == 0:
+            return
+        members = self._members(pending)
+        if len(members) < pending.size or not all(worker.ready for worker in members):
+            return
+        old, self._current, self._pending = self._current, pending, None
+        if old is None:
+            logger.info("all workers ready", workers=len(members))
+        else:
+            logger.info(
+                "new generation ready",
+                generation=pending.number,
+                workers=len(members),
+                draining=old.number,
+            )
+            old.retired = True
+            for worker in self._members(old):
+                self._terminate(worker)
+            if not self._members(old, stopping=True):
+                logger.info("old generation drained", generation=old.number)
+        self._resize(0)  # SIGTTIN or SIGTTOU while it started
+        self._next_reload()
+
+    def _abandon_reload(self, how: str, **fields: Any) -> None:
+        """A worker of the pending generation failed at start-up: stop that generation."""
+        pending = self._pending
+        assert pending is not None
+        self._pending = None
+        logger.error(
+            "reload failed; the old workers keep serving",
+            reason="a new worker failed at start-up",
+            how=how,
+            **fields,
+        )
+        for worker in self._members(pending):
+            self._terminate(worker)
+        self._next_reload()
+
+    def _next_reload(self) -> None:
+        if self._reload_queued and not self._stopping:
+            self._reload_queued = False
+            self._reload()
+
+    def _resize(self, change: int) -> None:
+        """SIGTTIN (+1), SIGTTOU (-1): change the number of workers; 0: apply the number.
+
+        The current generation gets workers, or loses its newest (SIGTERM: it drains). While
+        a generation starts, it is sized when its first worker is ready, and resized once it
+        all serves.
+        """
+        if change < 0 and self._count <= 1:
+            logger.warning("not removing the last worker", workers=self._count)
+            return
+        if change:
+            self._count += change
+            event = "adding a worker" if change > 0 else "removing a worker"
+            logger.info(event, workers=self._count)
+        current = self._current
+        if current is None:
+            return
+        members = sorted(self._members(current), key=lambda worker: worker.serial)
+        for worker in members[self._count :]:
+            logger.info(
+                "stopping a worker",
+                worker=worker.index,
+                worker_pid=worker.process.pid,
+                generation=current.number,
+            )
+            self._terminate(worker)
+        taken = {worker.index for worker in members[: self._count]}
+        free = (index for index in itertools.count(1) if index not in taken)
+        for _ in range(self._count - len(members)):
+            self._spawn(current, next(free))
 
     # -- actions --------------------------------------------------------------------------------
 
-    def _spawn(self, index: int) -> None:
+    def _new_generation(self, settings: Settings) -> _Generation:
+        self._generations += 1
+        return _Generation(self._generations, settings)
+
+    def _members(self, generation: _Generation, *, stopping: bool = False) -> list[_Worker]:
+        """The live workers of ``generation``: those not told to stop (all with ``stopping``)."""
+        return [
+            worker
+            for worker in self._workers.values()
+            if worker.generation is generation and (stopping or not worker.stopping)
+        ]
+
+    def _spawn(self, generation: _Generation, index: int) -> None:
         ready_r, ready_w = os.pipe()
         spec = WorkerSpec(
             index=index,
-            settings=self._settings,
+            settings=generation.settings,
             fds=self._fds,
             bind_inet=self._bind_inet,
             ready_fd=ready_w,
@@ -378,17 +622,28 @@ class Supervisor:
             raise
         finally:
             os.close(ready_w)
-        worker = _Worker(index, process, ready_r)
+        self._serial += 1
+        worker = _Worker(index, generation, process, ready_r, self._serial)
         self._workers[process.pid] = worker
         self._selector.register(ready_r, selectors.EVENT_READ, worker)
-        logger.info("worker started", worker=index, worker_pid=process.pid)
+        logger.info(
+            "worker started", worker=index, worker_pid=process.pid, generation=generation.number
+        )
+
+    def _terminate(self, worker: _Worker) -> None:
+        """SIGTERM to ``worker`` (once): it drains; SIGKILL if it still runs after the grace."""
+        if worker.stopping:
+            return
+        grace = worker.generation.settings.shutdown_timeout
+        worker.kill_at = time.monotonic() + grace + STOP_MARGIN
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.send_signal(signal.SIGTERM)
 
     def _stop(self) -> None:
         self._stopping = True
-        self._deadline = time.monotonic() + self._settings.shutdown_timeout + STOP_MARGIN
+        self._reload_queued = False
         for worker in self._workers.values():
-            with contextlib.suppress(ProcessLookupError):
-                worker.process.send_signal(signal.SIGTERM)
+            self._terminate(worker)
 
     def _close_ready_pipe(self, worker: _Worker) -> None:
         if worker.ready_fd is not None:

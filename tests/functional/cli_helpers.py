@@ -70,6 +70,29 @@ async def async_factory() -> ProbeHandler:
     return ProbeHandler()
 
 
+class LineProbeHandler(RequestResponseHandler[bytes, bytes]):
+    """For ``--protocol bytes --framing crlf``, the wire format of the suite's load generator
+    (``benchmarks.generators.loadgen``, ``--framing line``): echoes every line, but answers
+    ``PING`` with ``+PONG``, ``pid`` with the serving process's pid, and ``wait PATH`` with the
+    pid once the file ``PATH`` exists (a request in progress, logged as "request started",
+    that the test ends when it chooses; it gives up after :data:`TIMEOUT` * 3 seconds).
+    """
+
+    async def respond(self, request: bytes, client: Any) -> bytes:
+        if request == b"PING":
+            return b"+PONG"
+        if request == b"pid":
+            return str(os.getpid()).encode()
+        if request.startswith(b"wait "):
+            path = request[5:].decode()
+            logger.info("request started", path=path)
+            deadline = time.monotonic() + TIMEOUT * 3
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                await client.backend().sleep(0.02)
+            return str(os.getpid()).encode()
+        return request
+
+
 class FailingHandler(StreamRequestHandler[Any, Any]):
     """Fails in ``service_init``, as a handler whose database is down would."""
 
@@ -291,6 +314,24 @@ def kill_quietly(pid: int) -> None:
     """SIGKILL ``pid`` if it still exists."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def process_running(pid: int) -> bool:
+    """True if ``pid`` runs: exists and is not a zombie (an exited process not yet reaped).
+
+    Uses ``/proc`` where there is one, else only whether the pid exists.
+    """
+    if not os.path.exists("/proc/self/stat"):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def udp_exchange(address: tuple[str, int], payload: bytes, timeout: float = 10.0) -> bytes:

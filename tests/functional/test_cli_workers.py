@@ -87,6 +87,23 @@ def test_reuse_port_workers_drain_on_sigterm() -> None:
         assert server.find("stopping workers", signal="SIGTERM")
 
 
+def test_reuse_port_workers_are_replaced_on_sighup() -> None:
+    """Each new worker binds its own SO_REUSEPORT socket beside the old ones', then these go."""
+    args = ["--tcp", LOCAL, "--workers", "2", "--reuse-port"]
+    with serving(PROBE, *args, ready="all workers ready") as server:
+        address = server.addresses()[0]
+        old = worker_pids(server)
+        server.send_signal(signal.SIGHUP)
+        server.wait_for("new generation ready", generation=2, timeout=60)
+        server.wait_for("old generation drained", generation=1, timeout=60)
+        new = {record["worker_pid"] for record in server.find("worker ready", generation=2)}
+        assert len(new) == 2
+        assert not new & old
+        assert serving_pids(address) == new
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
 def test_sigint_stops_the_workers() -> None:
     with serving(PROBE, "--tcp", LOCAL, "--workers", "2", ready="all workers ready") as server:
         pids = worker_pids(server)
