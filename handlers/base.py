@@ -15,17 +15,29 @@ three lines::
 5 seconds; otherwise :class:`TimeoutError` is thrown into the generator at that ``yield``.
 A message that cannot be decoded is thrown in the same way, as a
 :class:`~protocols.ProtocolError`, so the handler can answer it and go on.
+
+A stream handler's ``on_connection`` may be an async generator too, for an exchange that
+comes before ``handle`` (a login, a version check): its ``yield`` receives requests exactly as
+``handle``'s does, and ``handle`` starts once it returns::
+
+    async def on_connection(self, client):
+        credentials = yield RecvParams(timeout=10.0)
+        if not check(credentials):
+            await client.send_packet({"error": "denied"})
+            await client.aclose()
+            return
+        client.state["user"] = credentials["user"]
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from server_framework.sockets import Address, SocketProxy
+from server_framework.sockets import Address, PeerCredentials, SocketProxy
 
 if TYPE_CHECKING:
     from server_framework.backend import AsyncBackend
@@ -62,6 +74,10 @@ class RecvParams:
 class StreamClient(ABC, Generic[ResponseT]):
     """One connected peer of a stream server (TCP, TLS, Unix stream), as a handler sees it.
 
+    What the connection is (its addresses, socket, TLS session, the peer process of a Unix
+    connection) is read through properties, each worked out when it is read: a handler that
+    does not ask costs nothing.
+
     Attributes:
         state: A dict for the handler's per-connection data; it lives as long as the connection.
     """
@@ -90,6 +106,16 @@ class StreamClient(ABC, Generic[ResponseT]):
         """Close the connection; pending outgoing data is flushed first. Idempotent."""
 
     @abstractmethod
+    def abort(self) -> None:
+        """Close the connection at once, abortively: what is not sent yet is dropped and a TCP
+        peer sees a reset (``ECONNRESET``), not an orderly end of stream; no ``TIME_WAIT`` is
+        left on our side. For a peer that misbehaves, or that must not wait for anything
+        more. Through TLS, no close_notify is sent. A Unix socket has no reset: its peer
+        sees an end of stream. Returns at once; idempotent. What the handler sends afterwards
+        is dropped (``send_packet`` may raise
+        :class:`~server_framework.exceptions.ClosedResourceError`)."""
+
+    @abstractmethod
     def is_closing(self) -> bool:
         """True once the connection is closed or closing (by either side)."""
 
@@ -111,6 +137,39 @@ class StreamClient(ABC, Generic[ResponseT]):
     @abstractmethod
     def socket(self) -> SocketProxy:
         """The connection's socket, for options (see :class:`SocketProxy`)."""
+
+    @property
+    @abstractmethod
+    def tls_peer_certificate(self) -> dict[str, Any] | None:
+        """The certificate the TLS peer presented, as :meth:`ssl.SSLSocket.getpeercert`
+        returns it (``subject``, ``issuer``, ``notAfter``...); None on a connection without
+        TLS, or when the peer sent none (a server asks for one only when its context's
+        ``verify_mode`` is ``CERT_OPTIONAL`` or ``CERT_REQUIRED``)."""
+
+    @property
+    @abstractmethod
+    def tls_peer_certificate_der(self) -> bytes | None:
+        """The same certificate in binary (DER) form, ``getpeercert(binary_form=True)``
+        (e.g. for ``cryptography.x509.load_der_x509_certificate``); None as above."""
+
+    @property
+    @abstractmethod
+    def tls_cipher(self) -> tuple[str, str, int] | None:
+        """The TLS session's cipher: ``(name, protocol version, secret bits)``, as
+        :meth:`ssl.SSLSocket.cipher`; None on a connection without TLS."""
+
+    @property
+    @abstractmethod
+    def tls_version(self) -> str | None:
+        """The TLS protocol version (``"TLSv1.3"``...); None on a connection without TLS."""
+
+    @property
+    @abstractmethod
+    def peer_credentials(self) -> PeerCredentials | None:
+        """The peer process of a Unix stream connection: ``(pid, uid, gid)`` as the kernel
+        recorded them when it connected (``SO_PEERCRED``, Linux). None on TCP, on other
+        systems, and once the connection's socket is closed. Behind the PROXY protocol it is
+        the proxy's."""
 
 
 class DatagramClient(ABC, Generic[ResponseT]):
@@ -165,10 +224,11 @@ class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
     ``handle``), not on ``self``.
 
     The server checks the handler's own methods when it is built: ``handle`` must be an async
-    generator (``async def`` with ``request = yield``), the hooks ``async def``, each taking
-    the arguments shown here. A mistake (a ``handle`` without ``yield``, a plain ``def
-    on_connection``...) is a :class:`TypeError` naming the class, the method and the fix,
-    before anything is bound; on the command line, one line and exit code 3.
+    generator (``async def`` with ``request = yield``), the hooks ``async def`` (and
+    ``on_connection`` may ``yield``, see there), each taking the arguments shown here. A
+    mistake (a ``handle`` without ``yield``, a plain ``def on_connection``...) is a
+    :class:`TypeError` naming the class, the method and the fix, before anything is bound; on
+    the command line, one line and exit code 3.
     """
 
     async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
@@ -179,8 +239,27 @@ class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
         ``server`` is the server object (``server.backend()`` gives the backend).
         """
 
-    async def on_connection(self, client: StreamClient[ResponseT]) -> None:
-        """Called when a client connects, before the first request. Raising closes it."""
+    def on_connection(
+        self, client: StreamClient[ResponseT]
+    ) -> Coroutine[Any, Any, None] | AsyncGenerator[RecvParams | None, RequestT]:
+        """Called when a client connects, before the first request. Raising closes it.
+
+        Written either as a coroutine (``async def on_connection(self, client): ...``, the
+        connection's set-up), or as an async generator, for requests that come before
+        ``handle`` (a login, a version check)::
+
+            async def on_connection(self, client):
+                credentials = yield                   # or: yield RecvParams(timeout=10.0)
+                client.state["user"] = await authenticate(credentials)
+
+        Each ``yield`` receives the next request, as in :meth:`handle`, with the same rules
+        (``RecvParams``, a bad message or a timeout thrown in at the ``yield``, an uncaught
+        exception closing the connection); returning ends that phase, and ``handle`` receives
+        the next request. A generator that closes the connection (``await client.aclose()``)
+        and returns ends it there. (On a :class:`RequestResponseHandler`, requests go to
+        ``respond`` once it returns.)
+        """
+        return _nothing()
 
     @abstractmethod
     def handle(
@@ -198,6 +277,10 @@ class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
 
     async def on_disconnection(self, client: StreamClient[ResponseT]) -> None:
         """Called once after the connection ended, whoever closed it."""
+
+
+async def _nothing() -> None:
+    """The base class's ``on_connection``: nothing to do (servers do not even call it)."""
 
 
 class DatagramRequestHandler(ABC, Generic[RequestT, ResponseT]):

@@ -1,11 +1,12 @@
 """Checks, when a server is built, that a handler's methods are of the kind the server calls.
 
 A ``handle`` without ``yield`` (a coroutine, not an async generator), a hook written as a plain
-``def`` where the server awaits it, or a method taking the wrong arguments would otherwise let
-the server start, then fail every connection with internal tracebacks while the client sees a
-close. :func:`check_handler` raises one :class:`TypeError` instead, naming the class, the
-method and the fix; servers call it when they are built (and so the command line at start-up,
-exit code 3).
+``def`` where the server awaits it (``on_connection`` may be either a coroutine or an async
+generator: one that receives requests before ``handle``), or a method taking the wrong
+arguments would otherwise let the server start, then fail every connection with internal
+tracebacks while the client sees a close. :func:`check_handler` raises one :class:`TypeError`
+instead, naming the class, the method and the fix; servers call it when they are built (and
+so the command line at start-up, exit code 3).
 
 Only what the handler's own classes define is checked: what it inherits from this package is
 right as it is (``DispatchHandler.respond`` is a plain ``def`` that returns a coroutine, for
@@ -24,12 +25,13 @@ from handlers.threaded import ThreadedHandler
 
 __all__ = ["check_handler"]
 
-_Kind = Literal["async generator", "coroutine", "plain"]
+_Kind = Literal["async generator", "coroutine", "plain", "coroutine or async generator"]
 
-#: The hooks the servers call, with their parameters (after ``self``) and how they are written.
+#: The hooks the servers call, with their parameters (after ``self``) and how they are written
+#: (``on_connection`` either way: an async generator receives requests before ``handle``).
 _STREAM: Final[dict[str, tuple[tuple[str, ...], _Kind]]] = {
     "handle": (("client",), "async generator"),
-    "on_connection": (("client",), "coroutine"),
+    "on_connection": (("client",), "coroutine or async generator"),
     "on_disconnection": (("client",), "coroutine"),
     "service_init": (("exit_stack", "server"), "coroutine"),
 }
@@ -105,7 +107,9 @@ def _check_method(owner: str, name: str, function: Any, params: tuple[str, ...],
     actual = _kind_of(function)
     if actual is None:
         return
-    if actual != kind:
+    if actual != kind and not (
+        kind == "coroutine or async generator" and actual in ("coroutine", "async generator")
+    ):
         raise TypeError(f"{where} {_fix(name, signature, kind, actual)}")
     try:
         defined = inspect.signature(function)
@@ -146,6 +150,11 @@ def _fix(name: str, signature: str, kind: str, actual: str) -> str:
         return (
             f"must be a coroutine function: write async def {name}({signature}) without yield "
             f"(it is {written})"
+        )
+    if kind == "coroutine or async generator":
+        return (
+            f"must be a coroutine function: write async def {name}({signature}), with "
+            f"request = yield only to receive requests before handle() (it is {written})"
         )
     return (
         f"runs in a worker thread, so it must be a plain function: write def {name}({signature}) "

@@ -64,6 +64,7 @@ class DriverCore:
     _lost: bool
     _close_requested: bool
     _words: Any
+    _log: Any
     id: int
     state: dict[str, Any]
 
@@ -78,6 +79,7 @@ class DriverCore:
         frame_timeout: float | None = None,
         high_water: int = ...,
         words: Any,
+        log: Any = None,
     ) -> None: ...
     def _process(self) -> Blocked | None: ...
     def _process_responses(self) -> Blocked | None: ...

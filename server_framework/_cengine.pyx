@@ -256,14 +256,14 @@ def _release_frames(exc):
         current = current.__cause__ or current.__context__
 
 
-def _log_bad_message(event, exc):
+def _log_bad_message(event, exc, log=logger):
     """Twin of ``servers._driver.log_bad_message``."""
     data = exc.data if isinstance(exc, DeserializeError) else b""
     hint = likely_cause(data, peer="the client") if data else None
     if hint is None:
-        logger.warning(event, error=str(exc))
+        log.warning(event, error=str(exc))
     else:
-        logger.warning(event, error=str(exc), hint=hint)
+        log.warning(event, error=str(exc), hint=hint)
 
 
 #: Handler class -> its _fast_respond answer; emptied when it reaches _FAST_TYPES_MAX classes
@@ -812,6 +812,7 @@ cdef class DriverCore:
     cdef public bint _lost
     cdef public bint _close_requested
     cdef public object _words
+    cdef public object _log  # the server's logger (servers._driver.resolve_logger)
     cdef public object id
     cdef public object state
 
@@ -826,6 +827,7 @@ cdef class DriverCore:
         frame_timeout=None,
         Py_ssize_t high_water=sys.maxsize,
         words,
+        log=None,
     ):
         self._handler = handler
         self._protocol = protocol
@@ -853,6 +855,7 @@ cdef class DriverCore:
         self._lost = False
         self._close_requested = False
         self._words = words
+        self._log = logger if log is None else log
         self.id = conn_id
         self.state = {}
 
@@ -1053,20 +1056,20 @@ cdef class DriverCore:
         self._agen = None
         self._params = None
         if self._lost and isinstance(exc, DISCONNECT_ERRORS):
-            logger.debug(self._words.disconnected, error=str(exc))
+            self._log.debug(self._words.disconnected, error=str(exc))
             self._request_close()
         elif isinstance(exc, ProtocolError):
-            _log_bad_message(self._words.bad_message, exc)
+            _log_bad_message(self._words.bad_message, exc, self._log)
             self._request_close()
         else:
             self._close_after_error(exc)
 
     def _on_framing_error(self):
-        logger.warning("closing connection: the stream cannot be framed any more")
+        self._log.warning("closing connection: the stream cannot be framed any more")
         self._request_close()
 
     def _close_after_error(self, exc):
-        logger.error(self._words.handler_failed, exc_info=exc)
+        self._log.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 
     def _request_close(self):

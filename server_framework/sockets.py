@@ -1,8 +1,10 @@
 """Sockets, the same way for servers, clients and the command line, on every event loop.
 
 The types a handler or client sees: `Address` (what ``peer_address`` and ``local_address``
-return) and `SocketProxy` (a connection's socket, for options only). Then the plumbing:
-`normalize_address`, and binding listening sockets before the loop-specific part starts.
+return), `SocketProxy` (a connection's socket, for options only) and `PeerCredentials` (who is
+at the other end of a Unix stream connection). Then the plumbing: `normalize_address`, reading
+the peer's credentials, an abortive close, and binding listening sockets before the
+loop-specific part starts.
 
 Binding happens before the loop-specific part starts, with plain :mod:`socket` calls:
 
@@ -23,8 +25,10 @@ import errno
 import os
 import socket
 import stat
+import struct
+import sys
 from collections.abc import Iterator, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from server_framework.exceptions import BindError
 
@@ -33,6 +37,7 @@ __all__ = [
     "MAX_DATAGRAM_SIZE",
     "RECEIVE_SIZE",
     "Address",
+    "PeerCredentials",
     "SocketProxy",
     "UnixSocketFile",
     "bind_inet",
@@ -41,6 +46,9 @@ __all__ = [
     "inet_text",
     "is_abstract",
     "normalize_address",
+    "peer_credentials",
+    "set_abortive_close",
+    "set_keepalive",
     "unix_text",
 ]
 
@@ -109,6 +117,62 @@ class SocketProxy:
 
     def __repr__(self) -> str:
         return f"<SocketProxy fd={self.fileno()}>"
+
+
+class PeerCredentials(NamedTuple):
+    """The process at the other end of a Unix stream connection, as the kernel saw it when
+    the peer connected (``SO_PEERCRED``): it does not change afterwards, even if that process
+    changes its user or passes the socket on."""
+
+    pid: int
+    """The peer's process id."""
+    uid: int
+    """Its effective user id."""
+    gid: int
+    """Its effective group id."""
+
+
+#: ``struct ucred`` (Linux): pid, uid, gid.
+_UCRED: Final = struct.Struct("iII")
+
+
+def peer_credentials(sock: Any) -> PeerCredentials | None:
+    """The credentials of ``sock``'s peer (a connected Unix stream socket, or anything with its
+    ``family`` and ``getsockopt``), or None: not a Unix socket, not Linux (``SO_PEERCRED``),
+    or the socket is already closed."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None or not sys.platform.startswith("linux"):
+        return None
+    if sock.family != getattr(socket, "AF_UNIX", None):
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, option, _UCRED.size)
+    except OSError:  # closed meanwhile
+        return None
+    return PeerCredentials(*_UCRED.unpack(raw))
+
+
+#: ``struct linger`` turned on with a zero timeout: ``close()`` discards unsent data and sends
+#: a reset (RST) instead of the orderly FIN.
+_ABORTIVE_LINGER: Final = struct.pack("ii", 1, 0)
+
+
+def set_abortive_close(sock: Any) -> None:
+    """Make the next ``close()`` of ``sock`` abortive (``SO_LINGER`` on, timeout 0): a TCP peer
+    then sees a reset (``ECONNRESET``) and no ``TIME_WAIT`` is left behind. Nothing for Unix
+    sockets, which have no reset (their peer sees an end of stream), nor for a closed socket."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORTIVE_LINGER)
+
+
+def set_keepalive(sock: socket.socket, enabled: bool) -> None:
+    """Turn TCP keepalive on or off on ``sock`` (nothing for a Unix socket). On a listening
+    socket it applies to every connection it accepts from then on: the kernel copies it to each
+    accepted socket, so setting it there costs no system call per connection."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(enabled))
 
 
 def normalize_address(address: Any) -> Address:

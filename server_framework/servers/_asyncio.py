@@ -33,13 +33,19 @@ from protocols import ProxyHeaderParser, ProxyProtocolError
 from server_framework import engine
 from server_framework._asyncio_flow import BATCH_FULL, READ_HIGH_WATER, WriteFlow
 from server_framework.backend import AsyncBackend, Event
-from server_framework.sockets import Address, SocketProxy, normalize_address
+from server_framework.sockets import (
+    Address,
+    PeerCredentials,
+    SocketProxy,
+    normalize_address,
+    peer_credentials,
+    set_abortive_close,
+)
 
 from ._base import Listener, OptionsT
 from ._driver import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY,
-    BASE_ON_CONNECTION,
     RESOURCE_ERRNOS,
     ConnectionDriver,
     DriverCore,
@@ -48,7 +54,6 @@ from ._driver import (
     logger,
     not_tls_hint,
     now,
-    overrides,
 )
 from ._options import StreamOptions
 
@@ -59,13 +64,16 @@ _enter_task = asyncio.tasks._enter_task
 _leave_task = asyncio.tasks._leave_task
 
 
-async def drain_tasks(tasks: set[asyncio.Task[None]], grace: float, what: str) -> None:
-    """Let ``tasks`` finish within ``grace`` seconds, then cancel the rest (logging their count)."""
+async def drain_tasks(
+    tasks: set[asyncio.Task[None]], grace: float, what: str, log: Any = logger
+) -> None:
+    """Let ``tasks`` finish within ``grace`` seconds, then cancel the rest (logging their count
+    to ``log``, the server's logger)."""
     if not tasks:
         return
     _done, pending = await asyncio.wait(tasks, timeout=grace)
     if pending:
-        logger.warning(f"cancelling {what} still busy after the grace period", count=len(pending))
+        log.warning(f"cancelling {what} still busy after the grace period", count=len(pending))
         for task in pending:
             task.cancel()
         await asyncio.wait(pending)
@@ -227,10 +235,10 @@ class AsyncIODriver(_AsyncIOCore, ConnectionDriver):
                 elif await self._expired(woke):
                     break
         except asyncio.CancelledError:
-            logger.debug(self._words.cancelled)
+            self._log.debug(self._words.cancelled)
             raise
         except Exception as exc:
-            logger.error(self._words.failed, exc_info=exc)
+            self._log.error(self._words.failed, exc_info=exc)
         finally:
             self._disarm()
             await self._cleanup()
@@ -477,9 +485,10 @@ class AsyncIOStreamConnection(
     def eof_received(self) -> bool:
         self._eof = True
         self._wake()
-        # Keep the transport open: a half-closed peer still reads our replies (not for TLS,
-        # where asyncio ignores this and closes).
-        return True
+        # Keep the transport open: a half-closed peer still reads our replies. Not through
+        # TLS, where the transport closes anyway (and asyncio and uvloop log a warning for
+        # each connection that asks otherwise).
+        return self._listener.options.ssl is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -514,6 +523,14 @@ class AsyncIOStreamConnection(
         if task is not None and task is not asyncio.current_task() and not task.done():
             await asyncio.shield(task)
 
+    def abort(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            set_abortive_close(transport.get_extra_info("socket"))
+            transport.abort()  # connection_lost follows
+        self._lost = True  # nothing more is written, not even the batch in progress
+        self._request_close()
+
     def is_closing(self) -> bool:
         transport = self._transport
         return self._lost or self._close_requested or transport is None or transport.is_closing()
@@ -538,6 +555,36 @@ class AsyncIOStreamConnection(
         assert self._transport is not None
         return SocketProxy(self._transport.get_extra_info("socket"))
 
+    def _ssl_object(self) -> Any:
+        """The TLS session (an :class:`ssl.SSLObject`), or None without TLS."""
+        assert self._transport is not None
+        return self._transport.get_extra_info("ssl_object")
+
+    @property
+    def tls_peer_certificate(self) -> dict[str, Any] | None:
+        tls = self._ssl_object()
+        return None if tls is None else tls.getpeercert()
+
+    @property
+    def tls_peer_certificate_der(self) -> bytes | None:
+        tls = self._ssl_object()
+        return None if tls is None else tls.getpeercert(binary_form=True)
+
+    @property
+    def tls_cipher(self) -> tuple[str, str, int] | None:
+        tls = self._ssl_object()
+        return None if tls is None else tls.cipher()
+
+    @property
+    def tls_version(self) -> str | None:
+        tls = self._ssl_object()
+        return None if tls is None else tls.version()
+
+    @property
+    def peer_credentials(self) -> PeerCredentials | None:
+        assert self._transport is not None
+        return peer_credentials(self._transport.get_extra_info("socket"))
+
     def __repr__(self) -> str:
         return f"<AsyncIOStreamConnection id={self.id} closing={self.is_closing()}>"
 
@@ -545,10 +592,10 @@ class AsyncIOStreamConnection(
 
     async def _on_start(self) -> None:
         bind_log_context(conn_id=self.id, peer=self._peer_for_log())
-        self._listener.log.debug("connection accepted")
-        on_connection = self._handler.on_connection
-        if overrides(on_connection, BASE_ON_CONNECTION):
-            await on_connection(self)
+        listener = self._listener
+        if listener.options.log_connections:
+            listener.log.debug("connection accepted")
+        await self._connected()
 
     async def _drained(self) -> None:
         # Quietly: a peer that resets meanwhile ends the connection, not with an error.
@@ -573,7 +620,8 @@ class AsyncIOStreamConnection(
             transport = self._transport
             if transport is not None and not transport.is_closing():
                 transport.close()
-            self._listener.log.debug("connection closed")
+            if self._listener.options.log_connections:
+                self._listener.log.debug("connection closed")
         finally:
             self._listener.release(self)
 
@@ -606,7 +654,7 @@ class AsyncIOStreamConnection(
         self._broken_reason = (
             f"the peer read nothing for {self._write_timeout} seconds (write_timeout)"
         )
-        logger.debug("closing connection: write_timeout expired", unsent=pending)
+        self._log.debug("closing connection: write_timeout expired", unsent=pending)
         transport.abort()  # connection_lost follows: waiting senders raise
 
     async def _drain(self) -> None:
@@ -668,10 +716,15 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             if isinstance(self.loop, asyncio.selector_events.BaseSelectorEventLoop)
             else None
         )
-        self._refusals = RateLimitedLog("refusing connection: max_connections reached")
-        self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
-        self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
-        self.refuse_plaintext = RateLimitedLog("closing connection: the TLS handshake failed")
+        log = self.log
+        self._refusals = RateLimitedLog("refusing connection: max_connections reached", log=log)
+        self._accept_failures = RateLimitedLog("accept() failed, retrying", "error", log)
+        self.refuse_proxy = RateLimitedLog(
+            "closing connection: PROXY protocol check failed", log=log
+        )
+        self.refuse_plaintext = RateLimitedLog(
+            "closing connection: the TLS handshake failed", log=log
+        )
 
     async def aclose(self) -> None:
         self._stop_accepting()
@@ -758,7 +811,7 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
                 where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
                 self.refuse_plaintext(hint=hint, peer=where)
             else:
-                logger.debug("connection failed before it started", error=str(exc) or repr(exc))
+                self.log.debug("connection failed before it started", error=str(exc) or repr(exc))
         finally:
             if conn._transport is None:  # never made: it holds nothing but its socket
                 self.release(conn)
@@ -797,4 +850,4 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             task.cancel()  # no request yet: nothing to finish
         for conn in list(self.connections):
             conn._begin_stop()
-        await drain_tasks(set(self.tasks) | self._handshakes, grace, "connections")
+        await drain_tasks(set(self.tasks) | self._handshakes, grace, "connections", self.log)

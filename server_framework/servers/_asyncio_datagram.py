@@ -23,7 +23,7 @@ from server_framework.backend import AsyncBackend
 from server_framework.exceptions import ClosedResourceError
 
 from ._asyncio import AsyncIOCore, AsyncIODriver, AsyncIOListener, drain_tasks
-from ._driver import READ_BATCH, bind_log_context, logger
+from ._driver import READ_BATCH, bind_log_context
 from ._options import DatagramOptions
 from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
 
@@ -115,7 +115,7 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
             # uvloop's UDP transport reads in batches, in C (a UDP payload fits in
             # MAX_DATAGRAM_SIZE); Unix datagrams may be longer: our reader sees them whole.
             transport, _ = await self.loop.create_datagram_endpoint(
-                lambda: _UVLoopDatagramProtocol(self._router), sock=self.sock
+                lambda: _UVLoopDatagramProtocol(self._router, self.options.log), sock=self.sock
             )
             self._transport = transport
             return
@@ -145,7 +145,7 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
                 return
             except OSError as exc:
                 # E.g. an ICMP error queued for the socket: it concerns one peer, not us.
-                logger.debug("recvfrom() failed", error=str(exc))
+                self.options.log.debug("recvfrom() failed", error=str(exc))
                 continue
             dispatch(data, address)
 
@@ -200,14 +200,15 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
 class _UVLoopDatagramProtocol(asyncio.DatagramProtocol):
     """uvloop's transport calls this for each datagram, from its own batched C read loop."""
 
-    __slots__ = ("datagram_received",)
+    __slots__ = ("_log", "datagram_received")
 
-    def __init__(self, router: DatagramRouter) -> None:
+    def __init__(self, router: DatagramRouter, log: Any) -> None:
         self.datagram_received = router.dispatch  # type: ignore[method-assign,assignment]
+        self._log = log
 
     def error_received(self, exc: Exception) -> None:
         # E.g. an ICMP error for one peer: it concerns that peer, not the server.
-        logger.debug("datagram socket error", error=str(exc))
+        self._log.debug("datagram socket error", error=str(exc))
 
 
 class AsyncIODatagramListener(AsyncIOListener[DatagramOptions]):
@@ -234,6 +235,6 @@ class AsyncIODatagramListener(AsyncIOListener[DatagramOptions]):
             endpoint.stop_reading()
             for client in list(endpoint.clients.values()):
                 client._begin_stop()
-        await drain_tasks(set(self.tasks), grace, "peers")
+        await drain_tasks(set(self.tasks), grace, "peers", self.options.log)
         for endpoint in self.endpoints:
             endpoint.close()

@@ -71,8 +71,9 @@ class Listener(ABC, Generic[OptionsT]):
         #: connection: the module's lazy proxy finds its method through ``__getattr__`` on
         #: every call (an AttributeError made and dropped each time, about 4k instructions
         #: per line). Bound when the listener is made, which ``__aenter__`` does after
-        #: ``ensure_logging``: these lines follow the configuration in force at start.
-        self.log: Any = logger.bind()
+        #: ``ensure_logging``: these lines follow the configuration in force at start. A
+        #: server given its own ``logger=`` logs through that (``options.log``).
+        self.log: Any = logger.bind() if options.logger is None else options.log
 
     def stopping(self) -> bool:
         """True once the server is shutting down: new peers are refused."""
@@ -184,7 +185,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         if self._stop_requested:
             return
         self._serving = True
-        logger.info(
+        self._options.log.info(
             "server started",
             transport=self._transport_name(),
             addresses=[_address_text(address) for address in self.get_addresses()],
@@ -200,7 +201,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             self._close_sockets()
             assert self._stopped_event is not None
             self._stopped_event.set()
-            logger.info("server stopped")
+            self._options.log.info("server stopped")
 
     async def shutdown(self) -> None:
         """Stop accepting, let requests in progress finish, close connections; then return.

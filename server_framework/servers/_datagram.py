@@ -104,6 +104,8 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
         client_queue_size: Datagrams waiting per peer.
         client_idle_timeout: Seconds of silence before a peer's client is dropped.
         shutdown_timeout: Grace period of :meth:`shutdown`.
+        logger: Where the server logs: a stdlib :class:`logging.Logger` or a structlog
+            logger, as for :class:`~server_framework.servers.AsyncTCPServer`.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
         client_queue_size: int = DEFAULT_CLIENT_QUEUE_SIZE,
         client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        logger: Any = None,
     ) -> None:
         super().__init__(
             protocol,
@@ -126,6 +129,7 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
             client_queue_size=client_queue_size,
             client_idle_timeout=client_idle_timeout,
             shutdown_timeout=shutdown_timeout,
+            logger=logger,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
@@ -151,7 +155,7 @@ class AsyncUnixDatagramServer(AsyncDatagramServerBase[RequestT, ResponseT]):
         handler: The datagram request handler.
         mode: Permission bits for the socket file, or None.
         **options: ``max_clients``, ``client_queue_size``, ``client_idle_timeout``,
-            ``shutdown_timeout``.
+            ``shutdown_timeout``, ``logger``.
     """
 
     def __init__(

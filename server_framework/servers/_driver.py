@@ -23,7 +23,9 @@ Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end")
 from __future__ import annotations
 
 import errno
+import inspect
 import itertools
+import logging
 import sys
 import time
 import traceback
@@ -59,13 +61,16 @@ __all__ = [
     "ConnectionDriver",
     "DatagramInbox",
     "RateLimitedLog",
+    "StdlibLog",
     "Wording",
     "bind_log_context",
     "log_bad_message",
     "next_conn_id",
     "not_tls_hint",
     "overrides",
+    "resolve_logger",
     "resume_blocked",
+    "stdlib_text",
 ]
 
 logger: Final = structlog.get_logger("server_framework.servers")
@@ -134,7 +139,97 @@ PEER_WORDS: Final = Wording(
 )
 
 
-def log_bad_message(event: str, exc: ProtocolError) -> None:
+class StdlibLog:
+    """A server's lines sent to a stdlib :class:`logging.Logger` (``logger=``), called as the
+    framework calls its structlog logger (``log.debug(event, **fields)``).
+
+    Each line is one message, the event then its fields, the connection's context
+    (``conn_id``, ``peer``, in name order) first: ``connection accepted conn_id=3
+    peer=127.0.0.1:40112``. Text fields are quoted (``repr``) unless they are one plain word,
+    so a peer's text can neither break a line nor pass for another field; an ``exc_info``
+    goes to the logger as such, for its handlers to format. A line below the logger's level
+    costs one check. Records point at the framework's line that logged them
+    (``stacklevel``), not at this class.
+    """
+
+    __slots__ = ("logger",)
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at DEBUG level."""
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self._emit(logging.DEBUG, event, fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at INFO level."""
+        if self.logger.isEnabledFor(logging.INFO):
+            self._emit(logging.INFO, event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at WARNING level."""
+        if self.logger.isEnabledFor(logging.WARNING):
+            self._emit(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at ERROR level."""
+        if self.logger.isEnabledFor(logging.ERROR):
+            self._emit(logging.ERROR, event, fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at CRITICAL level."""
+        if self.logger.isEnabledFor(logging.CRITICAL):
+            self._emit(logging.CRITICAL, event, fields)
+
+    def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
+        exc_info = fields.pop("exc_info", None)
+        context = structlog.contextvars.get_contextvars()  # in no set order: sorted below
+        text = stdlib_text(event, {**dict(sorted(context.items())), **fields})
+        # stacklevel 3: past _emit and the level's method, to the line that logged.
+        self.logger.log(level, "%s", text, exc_info=exc_info, stacklevel=3)
+
+
+def stdlib_text(event: str, fields: dict[str, Any]) -> str:
+    """``event`` and its fields as one line of text (see :class:`StdlibLog`)."""
+    parts = [event]
+    for key, value in fields.items():
+        if isinstance(value, int | float):
+            text = str(value)
+        elif isinstance(value, str):
+            text = value
+            if not text or not text.isprintable() or any(c in text for c in " '\\\"="):
+                text = repr(text)
+        else:
+            text = repr(value)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+def resolve_logger(given: Any) -> Any:
+    """What a server logs through, from its ``logger=`` option: the framework's own structlog
+    logger (None), a structlog logger (anything with its ``debug``, ``info``, ``warning`` and
+    ``error`` methods) as given, or a stdlib :class:`logging.Logger` behind a
+    :class:`StdlibLog`.
+
+    Raises:
+        TypeError: ``given`` is none of these.
+    """
+    if given is None:
+        return logger
+    if isinstance(given, logging.Logger):
+        return StdlibLog(given)
+    if not all(
+        callable(getattr(given, name, None)) for name in ("debug", "info", "warning", "error")
+    ):
+        raise TypeError(
+            "logger must be a logging.Logger or a structlog logger (with debug, info, warning "
+            f"and error methods), got {given!r}"
+        )
+    return given
+
+
+def log_bad_message(event: str, exc: ProtocolError, log: Any = logger) -> None:
     """Log (warning) the bad message that ends a connection or a peer's handler; with a
     ``hint`` when its bytes look like another protocol (a TLS handshake, an HTTP request...:
     ``protocols.diagnostics.likely_cause``), worked out here, on the error path only.
@@ -143,9 +238,9 @@ def log_bad_message(event: str, exc: ProtocolError) -> None:
     data = exc.data if isinstance(exc, DeserializeError) else b""
     hint = likely_cause(data, peer="the client") if data else None
     if hint is None:
-        logger.warning(event, error=str(exc))
+        log.warning(event, error=str(exc))
     else:
-        logger.warning(event, error=str(exc), hint=hint)
+        log.warning(event, error=str(exc), hint=hint)
 
 
 #: OpenSSL's reasons for a failed handshake whose client sent something that is not TLS
@@ -252,19 +347,20 @@ class RateLimitedLog:
     """Counts an event and logs its 1st, 2nd, 4th, 8th... occurrence: a flood of refused
     connections or dropped datagrams cannot flood the log, yet the count keeps growing."""
 
-    __slots__ = ("_event", "_level", "count")
+    __slots__ = ("_event", "_level", "count", "log")
 
-    def __init__(self, event: str, level: str = "warning") -> None:
+    def __init__(self, event: str, level: str = "warning", log: Any = logger) -> None:
         self._event = event
         self._level = level
         self.count = 0
+        self.log = log  # the server's logger
 
     def __call__(self, **details: Any) -> None:
         """Count one occurrence; log it if the count is a power of two."""
         self.count += 1
         count = self.count
         if count & (count - 1) == 0:
-            getattr(logger, self._level)(self._event, count=count, **details)
+            getattr(self.log, self._level)(self._event, count=count, **details)
 
 
 @types.coroutine
@@ -357,6 +453,7 @@ class DriverCore:
         "_high_water",
         "_idle_timeout",
         "_last_read",
+        "_log",
         "_lost",
         "_out",
         "_params",
@@ -389,6 +486,7 @@ class DriverCore:
         frame_timeout: float | None = None,
         high_water: int = sys.maxsize,
         words: Wording,
+        log: Any = None,
     ) -> None:
         # What the server configured (see StreamOptions / DatagramOptions).
         self._handler = handler
@@ -415,6 +513,7 @@ class DriverCore:
         self._lost = False  # the transport is gone (peer closed, reset, or we closed)
         self._close_requested = False  # we decided to close: stop handling requests
         self._words = words  # what the log lines call it: a connection, or a datagram peer
+        self._log = logger if log is None else log  # the server's logger (resolve_logger)
         self.id = conn_id
         self.state: dict[str, Any] = {}
 
@@ -568,21 +667,21 @@ class DriverCore:
         self._agen = None
         self._params = None
         if self._lost and isinstance(exc, DISCONNECT_ERRORS):
-            logger.debug(self._words.disconnected, error=str(exc))
+            self._log.debug(self._words.disconnected, error=str(exc))
             self._request_close()
         elif isinstance(exc, ProtocolError):
-            log_bad_message(self._words.bad_message, exc)
+            log_bad_message(self._words.bad_message, exc, self._log)
             self._request_close()
         else:
             self._close_after_error(exc)
 
     def _on_framing_error(self) -> None:
         # Streams only: a datagram peer's inbox never breaks.
-        logger.warning("closing connection: the stream cannot be framed any more")
+        self._log.warning("closing connection: the stream cannot be framed any more")
         self._request_close()
 
     def _close_after_error(self, exc: BaseException) -> None:
-        logger.error(self._words.handler_failed, exc_info=exc)
+        self._log.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 
     def _request_close(self) -> None:
@@ -622,6 +721,7 @@ class ConnectionDriver(_Core, ABC):
             frame_timeout=options.frame_timeout,
             high_water=options.write_high_water,
             words=STREAM_WORDS,
+            log=options.log,
         )
 
     def _init_peer(self, options: Any) -> None:
@@ -636,6 +736,7 @@ class ConnectionDriver(_Core, ABC):
             next_conn_id(),
             idle_timeout=options.client_idle_timeout,
             words=PEER_WORDS,
+            log=options.log,
         )
 
     async def _finish_blocked(self, blocked: Blocked) -> None:
@@ -662,9 +763,9 @@ class ConnectionDriver(_Core, ABC):
             await self._throw_timeout()
             return False
         if marker is IDLE_TIMEOUT:
-            logger.debug(self._words.idle)
+            self._log.debug(self._words.idle)
         else:
-            logger.debug("closing connection: frame_timeout expired mid-frame")
+            self._log.debug("closing connection: frame_timeout expired mid-frame")
         return True
 
     async def _throw_timeout(self) -> None:
@@ -775,7 +876,55 @@ class ConnectionDriver(_Core, ABC):
             try:
                 await agen.aclose()
             except Exception as exc:
-                logger.error("request handler failed while closing", exc_info=exc)
+                self._log.error("request handler failed while closing", exc_info=exc)
+
+    async def _connected(self) -> None:
+        """A stream connection starts: call the handler's ``on_connection`` (unless it keeps
+        the base class's no-op). A coroutine is awaited. An async generator becomes the
+        connection's generator, stepped to its first ``yield`` here: ``_process`` then drives
+        it exactly as it drives ``handle`` (same requests, ``RecvParams``, errors), and starts
+        ``handle`` once it returns. Once per connection; a handler without an ``on_connection``
+        pays one comparison."""
+        on_connection = self._handler.on_connection
+        if not overrides(on_connection, BASE_ON_CONNECTION):
+            return
+        started = on_connection(self)
+        if not inspect.isasyncgen(started):
+            await started
+            return
+        respond = self._respond
+        if respond is not None:
+            # respond() is called directly only when no generator stands in between: the
+            # exchange goes through the generator path, and the direct path resumes after it.
+            self._respond = None
+            started = self._exchange_then_respond(started, respond)
+        self._agen = started
+        self._fresh = False  # returning before any yield is no refusal: handle() comes next
+        blocked = self._step(started.asend(None))
+        if blocked is not None:
+            await self._finish_blocked(blocked)
+
+    async def _exchange_then_respond(
+        self, exchange: AsyncGenerator[Any, Any], respond: Any
+    ) -> AsyncGenerator[Any, Any]:
+        """``exchange`` (an ``on_connection`` generator of a handler whose ``respond()`` the
+        driver calls directly), forwarded step by step; once it returns, ``respond()`` is
+        called directly again. (The first requests after it, if already received, go through
+        the handler's ``handle``, ``RequestResponseHandler``'s generator equivalent, which
+        then stays parked until the connection ends.)"""
+        try:
+            value = await exchange.asend(None)
+            while True:
+                try:
+                    request = yield value
+                except Exception as exc:  # thrown in by the driver: a bad message, a timeout
+                    value = await exchange.athrow(exc)
+                else:
+                    value = await exchange.asend(request)
+        except StopAsyncIteration:
+            self._respond = respond
+        finally:
+            await exchange.aclose()  # closed with us (nothing to do if it returned)
 
     async def _end_handler(self) -> None:
         """A stream connection ended: close the handler's generator, then call
@@ -787,7 +936,7 @@ class ConnectionDriver(_Core, ABC):
             try:
                 await on_disconnection(self)
             except Exception as exc:
-                logger.error("on_disconnection() failed", exc_info=exc)
+                self._log.error("on_disconnection() failed", exc_info=exc)
 
     def _log_unframed(self) -> None:
         """A stream connection ends holding bytes that never became a frame: if they point to
@@ -812,9 +961,11 @@ class ConnectionDriver(_Core, ABC):
         else:
             hint = likely_cause(decoder.peek(), peer="the client")
         if hint is None:
-            logger.debug("connection ended in the middle of a frame", unframed=pending)
+            self._log.debug("connection ended in the middle of a frame", unframed=pending)
         else:
-            logger.warning("connection ended in the middle of a frame", unframed=pending, hint=hint)
+            self._log.warning(
+                "connection ended in the middle of a frame", unframed=pending, hint=hint
+            )
 
     def _peer_for_log(self) -> str:
         try:

@@ -19,7 +19,7 @@ from handlers.checks import check_handler
 from protocols import DatagramProtocol, StreamProtocol, TrustedProxies
 from server_framework.sockets import DEFAULT_BACKLOG
 
-from ._driver import RateLimitedLog
+from ._driver import RateLimitedLog, resolve_logger
 
 # The DEFAULT_* constants are public through the package, server_framework.servers.
 __all__ = ["DatagramOptions", "StreamOptions"]
@@ -71,6 +71,11 @@ def _check_at_least_one(name: str, value: int) -> None:
         raise ValueError(f"{name} must be >= 1, got {value}")
 
 
+def _check_bool(name: str, value: bool) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_shutdown_timeout(value: float) -> None:
     if value < 0 or math.isnan(value):
         raise ValueError(f"shutdown_timeout must be >= 0, got {value}")
@@ -82,7 +87,8 @@ class StreamOptions:
 
     Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncTCPServer`;
     ``proxy_trusted`` is ``proxy_allow`` parsed (None without the PROXY protocol): the one place
-    that decides who may send a PROXY header, checked on every connection.
+    that decides who may send a PROXY header, checked on every connection; ``log`` is what the
+    server logs through (``logger`` resolved: see ``_driver.resolve_logger``).
     """
 
     protocol: StreamProtocol[Any, Any]
@@ -100,7 +106,11 @@ class StreamOptions:
     proxy_protocol: Literal["v1", "v2", "auto"] | None = None
     proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW
     proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT
+    keepalive: bool = True
+    logger: Any = None
+    log_connections: bool = True
     proxy_trusted: TrustedProxies | None = field(init=False)
+    log: Any = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, StreamProtocol):
@@ -117,6 +127,8 @@ class StreamOptions:
         _check_positive("ssl_handshake_timeout", self.ssl_handshake_timeout)
         _check_positive("ssl_shutdown_timeout", self.ssl_shutdown_timeout)
         _check_positive("proxy_header_timeout", self.proxy_header_timeout)
+        _check_bool("keepalive", self.keepalive)
+        _check_bool("log_connections", self.log_connections)
         if self.proxy_protocol not in (None, "v1", "v2", "auto"):
             raise ValueError(
                 f"proxy_protocol must be 'v1', 'v2', 'auto' or None, got {self.proxy_protocol!r}"
@@ -128,6 +140,7 @@ class StreamOptions:
             )
         trusted = TrustedProxies(self.proxy_allow) if self.proxy_protocol is not None else None
         object.__setattr__(self, "proxy_trusted", trusted)  # a derived field of a frozen class
+        object.__setattr__(self, "log", resolve_logger(self.logger))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,7 +148,8 @@ class DatagramOptions:
     """Everything a datagram listener and its peers need to know, checked once.
 
     Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncUDPServer`;
-    ``drops`` counts (and logs, at a bounded rate) the datagrams dropped at a limit.
+    ``drops`` counts (and logs, at a bounded rate) the datagrams dropped at a limit; ``log`` is
+    what the server logs through (``logger`` resolved).
     """
 
     protocol: DatagramProtocol[Any, Any]
@@ -144,9 +158,11 @@ class DatagramOptions:
     client_queue_size: int = DEFAULT_CLIENT_QUEUE_SIZE
     client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    logger: Any = None
     drops: RateLimitedLog = field(
         default_factory=lambda: RateLimitedLog("dropping datagram"), compare=False
     )
+    log: Any = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, DatagramProtocol):
@@ -159,3 +175,5 @@ class DatagramOptions:
         if not self.client_idle_timeout > 0:
             raise ValueError(f"client_idle_timeout must be > 0, got {self.client_idle_timeout}")
         _check_shutdown_timeout(self.shutdown_timeout)
+        object.__setattr__(self, "log", resolve_logger(self.logger))
+        self.drops.log = self.log

@@ -12,7 +12,7 @@ from handlers.base import StreamRequestHandler
 from protocols import StreamProtocol
 from server_framework import _loops
 from server_framework.backend import AsyncBackend
-from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix
+from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, set_keepalive
 
 from ._base import AsyncBaseServer, Listener
 from ._options import (
@@ -73,6 +73,10 @@ class AsyncStreamServerBase(AsyncBaseServer[StreamOptions], Generic[RequestT, Re
         return server
 
     def _make_listener(self, backend: AsyncBackend) -> Listener[StreamOptions]:
+        for sock in self._sockets:
+            # On the listening socket: every accepted connection inherits it from the kernel,
+            # without a system call of its own.
+            set_keepalive(sock, self._options.keepalive)
         return _loops.stream_listener(backend)(self._options, self._sockets, backend)
 
 
@@ -118,6 +122,21 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         proxy_allow: Addresses allowed to send the header: CIDRs, and ``"unix"`` for Unix
             peers (default: loopback and Unix, i.e. a load balancer on this host).
         proxy_header_timeout: Seconds allowed for the header to arrive (default 5).
+        keepalive: TCP keepalive on every connection (default on): the kernel probes a
+            connection that has been silent for a while (2 hours by default on Linux,
+            ``net.ipv4.tcp_keepalive_time``) and closes it if the peer is gone (a crashed
+            host, a dropped NAT entry), so a handler waiting on it ends; the idle deadline
+            is ``idle_timeout``'s job. Set on the listening socket, which its connections
+            inherit: no system call per connection. Nothing on Unix sockets.
+        logger: Where the server logs (its start and stop, its connections, handler
+            errors): a stdlib :class:`logging.Logger` (each line one message, the event and
+            its fields, ``connection accepted conn_id=3 peer=127.0.0.1:40112``, filtered by
+            that logger's level) or a structlog logger (``structlog.get_logger("myapp")``,
+            called as the framework calls its own). Default: the framework's structlog
+            logger ``server_framework.servers`` (see :mod:`server_framework.log`).
+        log_connections: Log each connection accepted and closed (two debug lines, with the
+            connection's ``conn_id`` and ``peer``; default True). False leaves them out
+            whatever the logging level; what goes wrong is logged either way.
 
     Example::
 
@@ -148,6 +167,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         proxy_protocol: Literal["v1", "v2", "auto"] | None = None,
         proxy_allow: Iterable[str] = DEFAULT_PROXY_ALLOW,
         proxy_header_timeout: float = DEFAULT_PROXY_HEADER_TIMEOUT,
+        keepalive: bool = True,
+        logger: Any = None,
+        log_connections: bool = True,
     ) -> None:
         super().__init__(
             protocol,
@@ -165,6 +187,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             proxy_protocol=proxy_protocol,
             proxy_allow=proxy_allow,
             proxy_header_timeout=proxy_header_timeout,
+            keepalive=keepalive,
+            logger=logger,
+            log_connections=log_connections,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
@@ -193,7 +218,9 @@ class AsyncUnixStreamServer(AsyncStreamServerBase[RequestT, ResponseT]):
         mode: Permission bits for the socket file (e.g. ``0o660``), or None for the umask's.
         **options: ``ssl``, ``backlog``, ``max_connections``, ``idle_timeout``,
             ``frame_timeout``, ``write_timeout``, ``write_high_water``, ``proxy_*``,
-            ``shutdown_timeout``, ``ssl_handshake_timeout``, ``ssl_shutdown_timeout``.
+            ``shutdown_timeout``, ``ssl_handshake_timeout``, ``ssl_shutdown_timeout``,
+            ``logger``, ``log_connections`` (``keepalive`` is accepted, and does nothing: Unix
+            sockets have no keepalive).
     """
 
     def __init__(

@@ -46,23 +46,23 @@ from server_framework.exceptions import BrokenResourceError, ClosedResourceError
 from server_framework.sockets import (
     RECEIVE_SIZE,
     Address,
+    PeerCredentials,
     SocketProxy,
     normalize_address,
+    peer_credentials,
+    set_abortive_close,
 )
 
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
-    BASE_ON_CONNECTION,
     READ_BATCH,
     RESOURCE_ERRNOS,
     ConnectionDriver,
     RateLimitedLog,
     bind_log_context,
-    logger,
     not_tls_hint,
     now,
-    overrides,
 )
 from ._options import DatagramOptions, StreamOptions
 from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
@@ -74,6 +74,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     """One connection on trio: the connection task's state and the handler's client."""
 
     __slots__ = (
+        "_aborted",
         "_eof",
         "_listener",
         "_parked",
@@ -105,6 +106,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         self._sending = False
         self._send_lot: trio.lowlevel.ParkingLot | None = None
         self._eof = False
+        self._aborted = False  # abort(): the socket is closed, nothing more to send or wait
 
     # -- StreamClient -------------------------------------------------------------------
 
@@ -129,6 +131,15 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         self._request_close()
         await trio.lowlevel.checkpoint()
 
+    def abort(self) -> None:
+        if not self._aborted:
+            self._aborted = True
+            set_abortive_close(self._raw)
+            # Closing the trio socket wakes whoever waits on it (ClosedResourceError).
+            self._sock.close()
+        self._lost = True
+        self._request_close()
+
     def is_closing(self) -> bool:
         return self._lost or self._close_requested
 
@@ -146,6 +157,27 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     @property
     def socket(self) -> SocketProxy:
         return SocketProxy(self._sock)
+
+    # trio.SSLStream forwards getpeercert, cipher and version to its ssl.SSLObject.
+    @property
+    def tls_peer_certificate(self) -> dict[str, Any] | None:
+        return None if self._tls is None else self._tls.getpeercert()
+
+    @property
+    def tls_peer_certificate_der(self) -> bytes | None:
+        return None if self._tls is None else self._tls.getpeercert(binary_form=True)
+
+    @property
+    def tls_cipher(self) -> tuple[str, str, int] | None:
+        return None if self._tls is None else self._tls.cipher()
+
+    @property
+    def tls_version(self) -> str | None:
+        return None if self._tls is None else self._tls.version()
+
+    @property
+    def peer_credentials(self) -> PeerCredentials | None:
+        return peer_credentials(self._raw)
 
     def __repr__(self) -> str:
         return f"<TrioStreamConnection id={self.id} closing={self.is_closing()}>"
@@ -166,13 +198,12 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 ssl = listener.options.ssl
                 if ssl is not None and not await self._handshake(ssl):
                     return
-                listener.log.debug("connection accepted")
-                on_connection = self._handler.on_connection
-                if overrides(on_connection, BASE_ON_CONNECTION):
-                    await on_connection(self)
+                if listener.options.log_connections:
+                    listener.log.debug("connection accepted")
+                await self._connected()
                 await self._serve()
         except Exception as exc:
-            logger.error("connection failed", exc_info=exc)
+            self._log.error("connection failed", exc_info=exc)
         finally:
             with trio.CancelScope(shield=True):
                 await self._cleanup()
@@ -291,10 +322,10 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 if hint is not None:
                     self._listener.refuse_plaintext(hint=hint)  # peer: in the log context
                 else:
-                    logger.debug("TLS handshake failed", error=str(exc.__cause__ or exc))
+                    self._log.debug("TLS handshake failed", error=str(exc.__cause__ or exc))
                 return False
         if scope.cancelled_caught:
-            logger.debug("TLS handshake timed out")
+            self._log.debug("TLS handshake timed out")
             return False
         return True
 
@@ -428,22 +459,24 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         self._broken_reason = (
             f"the peer read nothing for {self._write_timeout} seconds (write_timeout)"
         )
-        logger.debug("closing connection: write_timeout expired")
+        self._log.debug("closing connection: write_timeout expired")
         return TimeoutError(self._broken_reason)  # an OSError: the senders' "peer gone"
 
     async def _cleanup(self) -> None:
         self._log_unframed()
         await self._end_handler()
-        # Replies still being sent by a helper task go out before the socket closes.
-        close_timeout = self._listener.options.ssl_shutdown_timeout
-        with trio.move_on_after(close_timeout):
-            await self._no_send_in_progress()
-        if self._tls is not None:
+        if not self._aborted:
+            # Replies still being sent by a helper task go out before the socket closes.
+            close_timeout = self._listener.options.ssl_shutdown_timeout
             with trio.move_on_after(close_timeout):
-                await self._tls.aclose()
+                await self._no_send_in_progress()
+            if self._tls is not None and not self._aborted:
+                with trio.move_on_after(close_timeout):
+                    await self._tls.aclose()
         self._sock.close()
         self._decoder.close()  # an unfinished frame (up to max_frame_size) is let go now
-        self._listener.log.debug("connection closed")
+        if self._listener.options.log_connections:
+            self._listener.log.debug("connection closed")
 
 
 class TrioStreamListener(Listener[StreamOptions]):
@@ -454,10 +487,15 @@ class TrioStreamListener(Listener[StreamOptions]):
     ) -> None:
         super().__init__(options, sockets, backend)
         self.connections: set[TrioStreamConnection] = set()
-        self._refusals = RateLimitedLog("refusing connection: max_connections reached")
-        self.refuse_proxy = RateLimitedLog("closing connection: PROXY protocol check failed")
-        self.refuse_plaintext = RateLimitedLog("closing connection: the TLS handshake failed")
-        self._accept_failures = RateLimitedLog("accept() failed, retrying", "error")
+        log = self.log
+        self._refusals = RateLimitedLog("refusing connection: max_connections reached", log=log)
+        self.refuse_proxy = RateLimitedLog(
+            "closing connection: PROXY protocol check failed", log=log
+        )
+        self.refuse_plaintext = RateLimitedLog(
+            "closing connection: the TLS handshake failed", log=log
+        )
+        self._accept_failures = RateLimitedLog("accept() failed, retrying", "error", log)
         self._draining = False
         self._drained = trio.Event()  # set when the last connection ends during a drain
         self.nursery: trio.Nursery | None = None  # where connection tasks (and helpers) run
@@ -501,7 +539,7 @@ class TrioStreamListener(Listener[StreamOptions]):
             with trio.move_on_after(grace):
                 await self._drained.wait()
         if self.connections:
-            logger.warning(
+            self.log.warning(
                 "cancelling connections still busy after the grace period",
                 count=len(self.connections),
             )
@@ -561,7 +599,7 @@ class TrioDatagramClient(DatagramPeer, ConnectionDriver):
                 if woke is not None and await self._expired(woke):
                     break
         except Exception as exc:
-            logger.error(self._words.failed, exc_info=exc)
+            self._log.error(self._words.failed, exc_info=exc)
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_generator()
@@ -607,7 +645,7 @@ class TrioDatagramEndpoint(DatagramEndpoint[TrioDatagramClient]):
             try:
                 data, address = await recvfrom(RECEIVE_LIMIT)
             except OSError as exc:
-                logger.debug("recvfrom() failed", error=str(exc))
+                self.options.log.debug("recvfrom() failed", error=str(exc))
                 continue
             self._dispatch(data, address)
             for _ in range(READ_BATCH - 1):
@@ -616,7 +654,7 @@ class TrioDatagramEndpoint(DatagramEndpoint[TrioDatagramClient]):
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as exc:
-                    logger.debug("recvfrom() failed", error=str(exc))
+                    self.options.log.debug("recvfrom() failed", error=str(exc))
                     continue
                 self._dispatch(data, address)
 
@@ -690,7 +728,7 @@ class TrioDatagramListener(Listener[DatagramOptions]):
             with trio.move_on_after(grace):
                 await self._drained.wait()
         if self._client_count():
-            logger.warning(
+            self.log.warning(
                 "cancelling peers still busy after the grace period", count=self._client_count()
             )
         nursery.cancel_scope.cancel()

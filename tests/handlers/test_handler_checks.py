@@ -56,6 +56,16 @@ class PlainOnConnection(EchoHandler):
         pass
 
 
+class SyncGeneratorOnConnection(EchoHandler):
+    def on_connection(self, client: Any) -> Any:
+        yield
+
+
+class LoginWithoutClient(EchoHandler):
+    async def on_connection(self) -> AsyncGenerator[None, Any]:  # type: ignore[override]
+        yield
+
+
 class GeneratorOnDisconnection(EchoHandler):
     async def on_disconnection(self, client: Any) -> Any:  # type: ignore[override]
         yield
@@ -102,6 +112,13 @@ MISTAKES = [
     (PlainDef, "PlainDef.handle must be an async generator"),
     (NoClient, "NoClient.handle must take (self, client)"),
     (PlainOnConnection, "PlainOnConnection.on_connection must be a coroutine function"),
+    (
+        SyncGeneratorOnConnection,
+        "SyncGeneratorOnConnection.on_connection must be a coroutine function: write async def "
+        "on_connection(self, client), with request = yield only to receive requests before "
+        "handle() (it is a def with yield)",
+    ),
+    (LoginWithoutClient, "LoginWithoutClient.on_connection must take (self, client)"),
     (GeneratorOnDisconnection, "GeneratorOnDisconnection.on_disconnection must be a coroutine"),
     (PlainServiceInit, "PlainServiceInit.service_init must be a coroutine function"),
     (AsyncServiceInitOneArgument, "must take (self, exit_stack, server)"),
@@ -155,6 +172,13 @@ class Good(StreamRequestHandler[Any, Any]):
         pass
 
 
+class Login(EchoHandler):
+    """``on_connection`` as an async generator: requests before ``handle``."""
+
+    async def on_connection(self, client: Any) -> AsyncGenerator[None, Any]:
+        client.state["user"] = yield
+
+
 class Upper(RequestResponseHandler[str, str]):
     async def respond(self, request: str, client: Any) -> str:
         return request.upper()
@@ -194,6 +218,7 @@ class Defaults(RequestResponseHandler[str, str]):
     "handler",
     [
         Good(),
+        Login(),
         Upper(),
         Lookup(),
         Decorated(),
