@@ -1027,11 +1027,12 @@ cdef class DriverCore:
         """``_on_yield``, called from C."""
         if value is not None:
             if not isinstance(value, RecvParams):
-                self._agen = None
-                self._close_after_error(
-                    TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
-                )
-                return 0
+                try:  # EasyNetwork's shorthand: yield 5.0 is yield RecvParams(timeout=5.0)
+                    value = _timeout_params(value)
+                except (TypeError, ValueError) as exc:
+                    # The generator is kept: the connection's end closes it (aclose()).
+                    self._close_after_error(exc)
+                    return 0
             if value.timeout is not None:
                 self._request_deadline = now() + value.timeout
         self._params = value
@@ -1306,3 +1307,12 @@ cdef class DatagramRouter:
             client._last_read = now()
         if client._waiter is not None:
             client._deliver()
+
+
+def _timeout_params(value):
+    """``yield 5.0`` (EasyNetwork's shorthand) as ``RecvParams(timeout=5.0)``; else TypeError."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return RecvParams(timeout=value)
+    raise TypeError(
+        f"handle() may yield None, a timeout in seconds or RecvParams, it yielded {value!r}"
+    )

@@ -46,14 +46,17 @@ from ._base import Listener, OptionsT
 from ._driver import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY,
+    FIRST_REQUEST_GRACE,
     RESOURCE_ERRNOS,
     ConnectionDriver,
     DriverCore,
     RateLimitedLog,
+    begin_stop,
     bind_log_context,
     logger,
     not_tls_hint,
     now,
+    stop_all,
 )
 from ._options import StreamOptions
 
@@ -771,7 +774,7 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
 
     def _accepted(self, conn_sock: socket.socket, peer: Any) -> None:
         limit = self.options.max_connections
-        if self.stopping() or len(self.connections) >= limit:
+        if len(self.connections) >= limit:
             conn_sock.close()
             self._refusals(max_connections=limit)
             return
@@ -781,6 +784,10 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
         conn = AsyncIOStreamConnection(self)
         conn._admitted = True
         self.connections.add(conn)
+        if self.stopping():
+            # Accepted in the turn the stop was asked (the accept loop goes away at the next):
+            # it was queued before, and is served as the connections waiting then are.
+            self.loop.call_later(FIRST_REQUEST_GRACE, conn._begin_stop)
         if self._make_transport is not None and self.options.ssl is None:
             # What asyncio's own accept loop does, without its task per connection: the
             # transport calls connection_made soon. (Private but stable since Python 3.4.)
@@ -819,10 +826,15 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
 
     def admit(self, conn: AsyncIOStreamConnection) -> bool:
         limit = self.options.max_connections
-        if self.stopping() or len(self.connections) >= limit:
+        if len(self.connections) >= limit:
             self._refusals(max_connections=limit)
             return False
         self.connections.add(conn)
+        if self.stopping():
+            # Accepted (by uvloop's accept loop, or a TLS handshake) before we stopped
+            # accepting, made only now: its first request may be on the way, as for the
+            # connections that were waiting when the drain began.
+            self.loop.call_later(FIRST_REQUEST_GRACE, conn._begin_stop)
         return True
 
     def release(self, conn: AsyncIOStreamConnection) -> None:
@@ -843,11 +855,35 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             timer.cancel()
         self._retries.clear()
 
+    async def _drain(self, grace: float) -> None:
+        """Wait until every connection has ended, ``grace`` seconds at most; then cancel the
+        rest. The set is read again after each end: a connection accepted before the stop
+        may be made (its task created) only after the drain began."""
+        deadline = self.loop.time() + grace
+        while self.connections or self.tasks or self._handshakes:
+            remaining = deadline - self.loop.time()
+            pending = set(self.tasks) | self._handshakes
+            if remaining <= 0:
+                await drain_tasks(pending, 0, "connections", self.log)
+                return
+            if pending:
+                await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            else:  # connections made but not started yet: they start at the next turns
+                await asyncio.sleep(min(remaining, 0.005))
+
     async def _stop(self, grace: float) -> None:
         """Stop accepting, let requests in progress finish within ``grace`` s, cancel the rest."""
         self._stop_accepting()
         for task in self._handshakes:
             task.cancel()  # no request yet: nothing to finish
-        for conn in list(self.connections):
-            conn._begin_stop()
-        await drain_tasks(set(self.tasks) | self._handshakes, grace, "connections", self.log)
+        fresh = begin_stop(self.connections)
+        later = (
+            self.loop.call_later(min(FIRST_REQUEST_GRACE, grace), stop_all, fresh)
+            if fresh
+            else None
+        )
+        try:
+            await self._drain(grace)
+        finally:
+            if later is not None:
+                later.cancel()

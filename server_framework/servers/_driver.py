@@ -31,7 +31,7 @@ import time
 import traceback
 import types
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Coroutine, Generator
+from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import structlog
@@ -645,11 +645,12 @@ class DriverCore:
     def _on_yield(self, value: Any) -> None:
         if value is not None:
             if not isinstance(value, RecvParams):
-                self._agen = None
-                self._close_after_error(
-                    TypeError(f"handle() may yield None or RecvParams, it yielded {value!r}")
-                )
-                return
+                try:  # EasyNetwork's shorthand: yield 5.0 is yield RecvParams(timeout=5.0)
+                    value = _timeout_params(value)
+                except (TypeError, ValueError) as exc:
+                    # The generator is kept: the connection's end closes it (aclose()).
+                    self._close_after_error(exc)
+                    return
             if value.timeout is not None:
                 self._request_deadline = now() + value.timeout
         self._params = value
@@ -973,3 +974,37 @@ class ConnectionDriver(_Core, ABC):
         except OSError:  # pragma: no cover - the peer is already gone
             return "?"
         return peer if isinstance(peer, str) else f"{peer[0]}:{peer[1]}"
+
+
+#: At shutdown, a connection that has not sent a byte yet gets this long (at most the grace
+#: period) to send its first request before it is treated as idle and closed: it was accepted
+#: just before the stop, and its request is usually on its way (a client that connects and
+#: writes at once, a worker of a zero-downtime restart being replaced).
+FIRST_REQUEST_GRACE: Final = 0.5
+
+
+def begin_stop(connections: Iterable[ConnectionDriver]) -> list[ConnectionDriver]:
+    """Ask each connection to finish what it received and close; return those that have not
+    received a byte yet, to be asked again after :data:`FIRST_REQUEST_GRACE`."""
+    fresh = []
+    for conn in list(connections):
+        if conn._received == 0:
+            fresh.append(conn)
+        else:
+            conn._begin_stop()
+    return fresh
+
+
+def stop_all(connections: Iterable[ConnectionDriver]) -> None:
+    """Ask each connection to finish what it received and close."""
+    for conn in connections:
+        conn._begin_stop()
+
+
+def _timeout_params(value: object) -> RecvParams:
+    """``yield 5.0`` (EasyNetwork's shorthand) as ``RecvParams(timeout=5.0)``; else TypeError."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return RecvParams(timeout=value)
+    raise TypeError(
+        f"handle() may yield None, a timeout in seconds or RecvParams, it yielded {value!r}"
+    )

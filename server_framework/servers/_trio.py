@@ -56,13 +56,16 @@ from server_framework.sockets import (
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
+    FIRST_REQUEST_GRACE,
     READ_BATCH,
     RESOURCE_ERRNOS,
     ConnectionDriver,
     RateLimitedLog,
+    begin_stop,
     bind_log_context,
     not_tls_hint,
     now,
+    stop_all,
 )
 from ._options import DatagramOptions, StreamOptions
 from ._peer import RECEIVE_LIMIT, DatagramEndpoint, DatagramPeer
@@ -533,10 +536,13 @@ class TrioStreamListener(Listener[StreamOptions]):
 
     async def _drain(self, grace: float, nursery: trio.Nursery) -> None:
         self._draining = True
-        for conn in list(self.connections):
-            conn._begin_stop()
+        fresh = begin_stop(self.connections)
         if self.connections:
             with trio.move_on_after(grace):
+                if fresh:
+                    with trio.move_on_after(min(FIRST_REQUEST_GRACE, grace)):
+                        await self._drained.wait()
+                    stop_all(fresh)
                 await self._drained.wait()
         if self.connections:
             self.log.warning(

@@ -660,3 +660,115 @@ def test_stdlib_messages_quote_text_that_is_not_one_word() -> None:
         "closing connection after a bad message error='bad\\nline peer=1.2.3.4:5' conn_id=7 "
         "peer=127.0.0.1:5000 n=[1]"
     )
+
+
+# -- yield a timeout (EasyNetwork's shorthand for RecvParams(timeout=...)) ----------------------
+
+
+class TimeoutShorthand(sf.StreamRequestHandler[Any, Any]):
+    """``yield 0.05`` waits 50 ms for the next request, as ``yield RecvParams(timeout=0.05)``."""
+
+    def __init__(self, value: Any = 0.05) -> None:
+        self.value = value
+
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[Any, Any]:
+        request = yield
+        try:
+            request = yield self.value
+        except TimeoutError:
+            await client.send_packet("timed out")
+        else:
+            await client.send_packet(request)
+
+
+async def test_yield_a_number_is_a_timeout(backend_name: BackendName) -> None:
+    async with serving(
+        sf.AsyncTCPServer(
+            "127.0.0.1", 0, sf.StreamProtocol(sf.JSONSerializer()), TimeoutShorthand()
+        )
+    ) as server:
+        address = server.get_addresses()[0]
+
+        def exchange() -> list[Any]:
+            with contextlib.closing(LineClient(connect(address))) as client:
+                client.send("first")
+                late = client.recv()
+                client.send("again")
+                client.send("second")
+                return [late, client.recv()]
+
+        assert await in_thread(exchange) == ["timed out", "second"]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [("soon", "may yield None, a timeout in seconds or RecvParams"), (-1, "timeout must be >= 0")],
+)
+async def test_yield_something_else_closes_with_the_reason(
+    backend_name: BackendName, value: Any, error: str
+) -> None:
+    protocol = sf.StreamProtocol(sf.JSONSerializer())
+    with structlog.testing.capture_logs() as logs:
+        async with serving(
+            sf.AsyncTCPServer("127.0.0.1", 0, protocol, TimeoutShorthand(value))
+        ) as server:
+            address = server.get_addresses()[0]
+
+            def exchange() -> bool:
+                with contextlib.closing(LineClient(connect(address))) as client:
+                    client.send("first")
+                    return client.recv_eof()
+
+            assert await in_thread(exchange)
+    failures = [log for log in logs if log.get("exc_info") is not None]
+    assert failures, logs
+    assert error in str(failures[0]["exc_info"])
+
+
+# -- shutdown: a connection accepted just before it is still served -----------------------------
+
+
+class Announcing(sf.StreamRequestHandler[Any, Any]):
+    """Echo; ``on_connection`` counts the connections accepted, for the test to wait on."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def on_connection(self, client: sf.StreamClient[Any]) -> None:
+        self.accepted += 1
+
+    async def handle(self, client: sf.StreamClient[Any]) -> AsyncGenerator[Any, Any]:
+        request = yield
+        await client.send_packet(request)
+
+
+async def test_shutdown_serves_the_first_request_of_a_connection_just_accepted(
+    backend_name: BackendName,
+) -> None:
+    backend = current()
+    handler = Announcing()
+    server = sf.AsyncTCPServer("127.0.0.1", 0, sf.StreamProtocol(sf.JSONSerializer()), handler)
+    async with server, backend.create_task_group() as tg:
+        tg.start_soon(server.serve_forever)
+        while not server.is_serving():
+            await backend.sleep(0.005)
+        address = server.get_addresses()[0]
+        late = connect(address)  # accepted, then silent until the server drains
+        silent = connect(address)  # never sends: closed after the first-request grace
+        try:
+            while handler.accepted < 2:
+                await backend.sleep(0.005)
+            tg.start_soon(server.shutdown)
+            while server.is_serving():
+                await backend.sleep(0.001)
+
+            def exchange() -> Any:
+                client = LineClient(late)
+                client.send({"late": True})
+                return client.recv()
+
+            assert await in_thread(exchange) == {"late": True}
+            assert await in_thread(LineClient(silent).recv_eof)
+        finally:
+            late.close()
+            silent.close()
