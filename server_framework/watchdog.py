@@ -122,8 +122,12 @@ class _Sampler:
             return
         if stalled < loop.threshold:
             return
-        loop.warned_at = loop.beat
         frame = sys._current_frames().get(loop.thread_id)
+        if frame is not None and _waiting_for_events(frame):
+            # Not blocked by code: the loop waits in its selector and the heartbeat is late
+            # (a starved CPU, a paused process). Look again at the next sample.
+            return
+        loop.warned_at = loop.beat
         logger.warning(
             "event loop blocked",
             backend=loop.name,
@@ -160,6 +164,17 @@ def describe_frames(frame: FrameType | None) -> dict[str, Any]:
         current = current.f_back
     stack = "".join(traceback.format_stack(frame, limit=_STACK_LIMIT))
     return {"handler": handler, "peer": peer, "stack": stack}
+
+
+def _waiting_for_events(frame: FrameType) -> bool:
+    """True if the thread's innermost Python frame is its loop waiting for I/O events."""
+    code = frame.f_code
+    filename = code.co_filename.replace("\\", "/")
+    if code.co_name == "select" and filename.endswith("/selectors.py"):
+        return True  # asyncio's selector loop
+    if code.co_name == "run" and filename.endswith("/asyncio/runners.py"):
+        return True  # uvloop: its loop (in C) runs no Python code between events
+    return code.co_name == "get_events" and "/trio/" in filename  # trio's I/O manager
 
 
 def _peer_of(frame: FrameType) -> str | None:

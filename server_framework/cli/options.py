@@ -47,6 +47,7 @@ from server_framework.servers import (
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_TIMEOUT,
 )
+from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 __all__ = ["CONFIG_ENV", "ENV_PREFIX", "OPTIONS", "TARGET_OPTION", "Option"]
 
@@ -262,6 +263,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         metavar="SECONDS",
         help="on SIGTERM/SIGINT, time given to requests in progress before they are "
         f"cancelled (default: {DEFAULT_SHUTDOWN_TIMEOUT:g})",
+        parse=parse_seconds(allow_zero=True),
+    ),
+    Option(
+        name="warn_blocked",
+        group=_LIMITS,
+        metavar="SECONDS",
+        help="warn (once per stall, with the blocking code's stack) when the event loop runs "
+        f"no other task for longer than this; 0 turns it off (default: {DEFAULT_WARN_BLOCKED:g})",
         parse=parse_seconds(allow_zero=True),
     ),
     Option(

@@ -64,6 +64,7 @@ def _servers(settings: Settings, app: App, listeners: Listeners) -> list[Any]:
                     write_timeout=settings.write_timeout or None,
                     write_high_water=settings.write_high_water,
                     shutdown_timeout=settings.shutdown_timeout,
+                    warn_blocked=settings.warn_blocked,
                     **proxy_protocol_options(settings),
                 )
             )
@@ -79,6 +80,7 @@ def _servers(settings: Settings, app: App, listeners: Listeners) -> list[Any]:
                     app.handler,
                     max_clients=settings.max_connections,
                     shutdown_timeout=settings.shutdown_timeout,
+                    warn_blocked=settings.warn_blocked,
                     **idle,
                 )
             )

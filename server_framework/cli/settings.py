@@ -21,6 +21,7 @@ from server_framework.servers import (
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_TIMEOUT,
 )
+from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 __all__ = [
     "DEFAULT_HOST",
@@ -73,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         write_timeout: Seconds replies may make no progress; 0 turns it off.
         write_high_water: Largest batch of replies to one read, in bytes.
         shutdown_timeout: Grace period for requests in progress when stopping.
+        warn_blocked: Warn when the event loop is blocked longer than this many seconds;
+            0 turns it off (see :mod:`server_framework.watchdog`).
         tls_cert: PEM certificate chain (may hold the key too); enables TLS.
         tls_key: PEM private key, if not in ``tls_cert``.
         tls_ca: PEM CA bundle to verify client certificates (which stay optional).
@@ -104,6 +107,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     write_high_water: int = DEFAULT_WRITE_HIGH_WATER
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    warn_blocked: float = DEFAULT_WARN_BLOCKED
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None

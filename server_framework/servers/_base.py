@@ -29,6 +29,7 @@ from server_framework.sockets import (
     normalize_address,
     unix_text,
 )
+from server_framework.watchdog import watch_loop
 
 from ._options import DatagramOptions, StreamOptions
 
@@ -194,8 +195,10 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         if is_up_event is not None:
             is_up_event.set()
         try:
-            with serving(self):  # Ctrl-C under server_framework.run() stops it gracefully
-                await self._listener.serve(self._stop_event)
+            # Ctrl-C under server_framework.run() stops it gracefully; a blocked loop is told.
+            with serving(self):
+                async with watch_loop(self.backend(), self._options.warn_blocked):
+                    await self._listener.serve(self._stop_event)
         finally:
             self._serving = False
             self._close_sockets()

@@ -23,6 +23,7 @@ from protocols import DatagramProtocol
 from server_framework import _loops
 from server_framework.backend import AsyncBackend
 from server_framework.sockets import bind_inet, bind_unix
+from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 from ._base import AsyncBaseServer, Listener
 from ._options import (
@@ -106,6 +107,8 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
         shutdown_timeout: Grace period of :meth:`shutdown`.
         logger: Where the server logs: a stdlib :class:`logging.Logger` or a structlog
             logger, as for :class:`~server_framework.servers.AsyncTCPServer`.
+        warn_blocked: Warn when the event loop is blocked longer than this many seconds, as
+            for :class:`~server_framework.servers.AsyncTCPServer`.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
         client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         logger: Any = None,
+        warn_blocked: float | None = DEFAULT_WARN_BLOCKED,
     ) -> None:
         super().__init__(
             protocol,
@@ -130,6 +134,7 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
             client_idle_timeout=client_idle_timeout,
             shutdown_timeout=shutdown_timeout,
             logger=logger,
+            warn_blocked=warn_blocked,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")

@@ -18,6 +18,7 @@ from handlers.base import DatagramRequestHandler, StreamRequestHandler
 from handlers.checks import check_handler
 from protocols import DatagramProtocol, StreamProtocol, TrustedProxies
 from server_framework.sockets import DEFAULT_BACKLOG
+from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 from ._driver import RateLimitedLog, resolve_logger
 
@@ -109,6 +110,7 @@ class StreamOptions:
     keepalive: bool = True
     logger: Any = None
     log_connections: bool = True
+    warn_blocked: float | None = DEFAULT_WARN_BLOCKED
     proxy_trusted: TrustedProxies | None = field(init=False)
     log: Any = field(init=False, compare=False, repr=False)
 
@@ -129,6 +131,7 @@ class StreamOptions:
         _check_positive("proxy_header_timeout", self.proxy_header_timeout)
         _check_bool("keepalive", self.keepalive)
         _check_bool("log_connections", self.log_connections)
+        _check_warn_blocked(self.warn_blocked)
         if self.proxy_protocol not in (None, "v1", "v2", "auto"):
             raise ValueError(
                 f"proxy_protocol must be 'v1', 'v2', 'auto' or None, got {self.proxy_protocol!r}"
@@ -159,6 +162,7 @@ class DatagramOptions:
     client_idle_timeout: float = DEFAULT_CLIENT_IDLE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     logger: Any = None
+    warn_blocked: float | None = DEFAULT_WARN_BLOCKED
     drops: RateLimitedLog = field(
         default_factory=lambda: RateLimitedLog("dropping datagram"), compare=False
     )
@@ -175,5 +179,11 @@ class DatagramOptions:
         if not self.client_idle_timeout > 0:
             raise ValueError(f"client_idle_timeout must be > 0, got {self.client_idle_timeout}")
         _check_shutdown_timeout(self.shutdown_timeout)
+        _check_warn_blocked(self.warn_blocked)
         object.__setattr__(self, "log", resolve_logger(self.logger))
         self.drops.log = self.log
+
+
+def _check_warn_blocked(value: float | None) -> None:
+    if value is not None and (isinstance(value, bool) or not value >= 0):
+        raise ValueError(f"warn_blocked must be >= 0 seconds (0: off) or None, got {value!r}")

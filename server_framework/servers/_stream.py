@@ -13,6 +13,7 @@ from protocols import StreamProtocol
 from server_framework import _loops
 from server_framework.backend import AsyncBackend
 from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, set_keepalive
+from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 from ._base import AsyncBaseServer, Listener
 from ._options import (
@@ -137,6 +138,10 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         log_connections: Log each connection accepted and closed (two debug lines, with the
             connection's ``conn_id`` and ``peer``; default True). False leaves them out
             whatever the logging level; what goes wrong is logged either way.
+        warn_blocked: While serving, warn once per stall when the event loop runs no other
+            task for longer than this many seconds (default 0.2), with the blocking code's
+            stack and the handler method and peer it was serving (see
+            :mod:`server_framework.watchdog`); 0 or None: off.
 
     Example::
 
@@ -170,6 +175,7 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         keepalive: bool = True,
         logger: Any = None,
         log_connections: bool = True,
+        warn_blocked: float | None = DEFAULT_WARN_BLOCKED,
     ) -> None:
         super().__init__(
             protocol,
@@ -190,6 +196,7 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             keepalive=keepalive,
             logger=logger,
             log_connections=log_connections,
+            warn_blocked=warn_blocked,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")

@@ -6,12 +6,15 @@ fixed time: the test then does not depend on how fast a loaded machine schedules
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
 
+import pytest
 import structlog
 
+import server_framework as sf
 from server_framework.backend import BackendName, current
 from server_framework.watchdog import describe_frames, watch_loop
 
@@ -121,3 +124,52 @@ def test_describe_frames_without_a_handler() -> None:
     here = describe_frames(sys._getframe())
     assert here["handler"] is None
     assert "test_describe_frames_without_a_handler" in here["stack"]
+
+
+# -- through a real server: a handler that calls time.sleep ------------------------------------
+
+
+async def test_a_server_names_the_handler_that_blocks_its_loop(
+    backend_name: BackendName,
+) -> None:
+    warnings = Warnings()
+
+    class Sleepy(sf.StreamRequestHandler[Any, Any]):
+        async def handle(self, client: sf.StreamClient[Any]) -> Any:
+            request = yield
+            block_until(warnings.seen)  # what time.sleep(0.5) does, for as long as needed
+            await client.send_packet(request)
+
+    protocol = sf.StreamProtocol(sf.JSONSerializer())
+    server = sf.AsyncTCPServer("127.0.0.1", 0, protocol, Sleepy(), warn_blocked=0.1)
+    backend = current()
+    with capturing(warnings):
+        async with server, backend.create_task_group() as tg:
+            tg.start_soon(server.serve_forever)
+            try:
+                while not server.is_serving():
+                    await backend.sleep(0.005)
+
+                def exchange() -> bytes:
+                    address = server.get_addresses()[0]
+                    with socket.create_connection(address, timeout=10) as sock:
+                        sock.sendall(b'"x"\n')
+                        return sock.recv(100)
+
+                assert await backend.run_in_thread(exchange) == b'"x"\n'
+                deadline = time.monotonic() + 10
+                while not warnings.events("event loop unblocked") and time.monotonic() < deadline:
+                    await backend.sleep(0.02)
+            finally:
+                await server.shutdown()
+    (blocked,) = warnings.events("event loop blocked")
+    assert blocked["handler"].endswith("Sleepy.handle")
+    assert blocked["peer"] is not None
+    assert "127.0.0.1" in blocked["peer"]
+
+
+@pytest.mark.parametrize("bad", [-1, True])
+def test_warn_blocked_is_checked(bad: Any) -> None:
+    protocol = sf.StreamProtocol(sf.JSONSerializer())
+    with pytest.raises(ValueError, match="warn_blocked"):
+        sf.AsyncTCPServer("127.0.0.1", 0, protocol, sf.EchoHandler(), warn_blocked=bad)
