@@ -269,7 +269,9 @@ class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
 
         Written as ``async def handle(self, client): ... request = yield ...``. When it
         returns, a new generator starts for the next request; if it returns before its first
-        ``yield``, the connection is closed. Exceptions thrown in at a ``yield``:
+        ``yield``, the connection is closed. ``yield RecvParams(timeout=5)`` (or ``yield 5``,
+        EasyNetwork's shorthand) waits at most 5 seconds for the next request. Exceptions
+        thrown in at a ``yield``:
         :class:`TimeoutError` (after ``yield RecvParams(timeout=...)``) and
         :class:`~protocols.ProtocolError` (a bad message). An uncaught exception closes this
         connection only, and is logged with the connection's context.
