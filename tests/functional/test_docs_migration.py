@@ -9,12 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from test_docs_examples import load
 
 import server_framework as sf
 from server_framework.backend import BackendName
 from server_framework.testing import serve_in_background
-
-from test_docs_examples import load
 
 JSON_LINES: sf.StreamProtocol[Any, Any] = sf.StreamProtocol(sf.JSONSerializer())
 
