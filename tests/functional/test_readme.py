@@ -63,3 +63,7 @@ async def test_chat(backend_name: str, readme: dict[str, Any]) -> None:
 
 def test_main_is_runnable(readme: dict[str, Any]) -> None:
     assert callable(readme["main"])
+
+
+def test_the_testing_kit_example_passes(readme: dict[str, Any]) -> None:
+    readme["test_greeter"]()  # the README's own test: a server in a thread, a blocking client
