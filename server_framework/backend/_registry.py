@@ -128,7 +128,8 @@ def run(
     closed and its worker threads (asyncio's default executor) are joined.
 
     Ctrl-C and SIGTERM, as the command line handles them: in the main thread, unless the
-    program installed its own handlers (or ``handle_signals`` is False), the first SIGINT or
+    program installed its own handlers or ignores the signal (as under ``nohup``), or
+    ``handle_signals`` is False, the first SIGINT or
     SIGTERM stops every server serving in this run gracefully (no new connection; requests in
     progress get the server's ``shutdown_timeout`` to finish) and ``main`` goes on from its
     ``serve_forever``; with no server serving, ``main`` is cancelled. After a SIGINT, ``run``

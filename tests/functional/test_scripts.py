@@ -53,8 +53,18 @@ def script(tmp_path: Path, source: str) -> Path:
     return path
 
 
+#: Runs the script as ``python script.py`` from a terminal would: with Python's own SIGINT
+#: handler. A test run started in the background (``make test &``, some CI runners) inherits
+#: SIGINT ignored, and Python then keeps it ignored, as ``run()`` does too.
+AS_FROM_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 def start(path: Path, *args: str) -> ServerProcess:
-    return ServerProcess([sys.executable, str(path), *args], env=clean_env(), cwd=path.parent)
+    command = [sys.executable, "-c", AS_FROM_A_TERMINAL, str(path), *args]
+    return ServerProcess(command, env=clean_env(), cwd=path.parent)
 
 
 def address(process: ServerProcess) -> tuple[str, int]:
