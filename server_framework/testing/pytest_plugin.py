@@ -8,8 +8,9 @@ ask for it:
   and closes whatever the test left open.
 - ``@pytest.mark.server_framework`` on an ``async def`` test (or a class, or a module's
   ``pytestmark``) runs it once per loop: asyncio, uvloop and trio (ids ``[asyncio]``,
-  ``[uvloop]``, ``[trio]``). So does requesting the ``sf_backend_name`` fixture. No other
-  async plugin is needed. Tests marked ``@pytest.mark.trio`` are left to pytest-trio.
+  ``[uvloop]``, ``[trio]``). So does requesting the ``sf_backend_name`` fixture, and so does
+  an unmarked ``async def`` test that requests ``sf_serve``. No other async plugin is needed.
+  Tests marked ``@pytest.mark.trio`` are left to pytest-trio.
 - ``sf_backend_name``: the loop of this run of the test. A marked *plain* test is run once per
   loop too: its ``sf_serve`` servers run on that loop, in their thread.
 - Which loops: the ``sf_backends`` ini option (default ``asyncio uvloop trio``), or
@@ -65,9 +66,21 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     """Make marked tests request ``sf_backend_name``, so that they are run once per loop."""
     if not (collector.istestfunction(obj, name) and callable(obj)):  # type: ignore[attr-defined]
         return
+    own_marks = getattr(obj, "pytestmark", ())
     marked = collector.get_closest_marker(MARKER) is not None or any(
-        mark.name == MARKER for mark in getattr(obj, "pytestmark", ())
+        mark.name == MARKER for mark in own_marks
     )
+    if not marked and inspect.iscoroutinefunction(obj):
+        # An async def test that asks for sf_serve needs a loop: give it ours, unless
+        # another plugin runs it (pytest-trio's mark, anyio's, pytest-asyncio's).
+        foreign = {"trio", "anyio", "asyncio"}
+        if collector.get_closest_marker("trio") is None and not any(
+            mark.name in foreign for mark in own_marks
+        ):
+            try:
+                marked = "sf_serve" in inspect.signature(obj).parameters
+            except (TypeError, ValueError):
+                marked = False
     if marked:
         pytest.mark.usefixtures("sf_backend_name")(obj)
 

@@ -178,3 +178,20 @@ def test_failures_read_as_plain_failures(pytester: pytest.Pytester) -> None:
     assert outcomes["skipped"] == 2
     result.stdout.fnmatch_lines(["*AssertionError*", "*async def functions are not natively*"])
     result.stdout.no_fnmatch_line("*ExceptionGroup*")  # the block's error, unwrapped
+
+
+def test_an_unmarked_async_test_asking_for_sf_serve_runs_on_every_loop(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_user="""
+import server_framework as sf
+
+async def test_echo(sf_serve):
+    async with sf_serve(sf.EchoHandler(), sf.StreamProtocol(sf.JSONSerializer())) as served:
+        assert await served.client.request({"a": 1}) == {"a": 1}
+"""
+    )
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*test_echo?asyncio? PASSED*", "*test_echo?trio? PASSED*"])
