@@ -287,21 +287,10 @@ class Served(Generic[RequestT, ResponseT]):
         Raises:
             OSError: the connection failed.
         """
-        plan, address = self._plan, self._clients.address
-        protocol = plan.client_protocol
-        wrapped: AnyBlockingClient[RequestT, ResponseT]
-        if isinstance(address, tuple):
-            if plan.transport == "udp":
-                wrapped = UDPClient(address, protocol)
-            else:
-                wrapped = TCPClient(
-                    address, protocol, ssl=plan.client_ssl, connect_timeout=plan.timeout
-                )
-        elif plan.transport == "unix":
-            wrapped = UnixStreamClient(address, protocol, connect_timeout=plan.timeout)
-        else:
-            local = self._clients.local_path()
-            wrapped = UnixDatagramClient(address, protocol, local_path=local)
+        plan = self._plan
+        wrapped: AnyBlockingClient[RequestT, ResponseT] = _new_client(
+            plan, self._clients, (TCPClient, UDPClient, UnixStreamClient, UnixDatagramClient)
+        )
         client = Client(wrapped, plan.timeout if timeout is None else timeout)
         self._opened.append(client)
         return client
@@ -371,21 +360,9 @@ class AsyncServed(Generic[RequestT, ResponseT]):
         Raises:
             OSError: the connection failed.
         """
-        plan, address = self._plan, self._clients.address
-        protocol = plan.client_protocol
-        wrapped: AnyAsyncClient[RequestT, ResponseT]
-        if isinstance(address, tuple):
-            if plan.transport == "udp":
-                wrapped = AsyncUDPClient(address, protocol)
-            else:
-                wrapped = AsyncTCPClient(
-                    address, protocol, ssl=plan.client_ssl, connect_timeout=plan.timeout
-                )
-        elif plan.transport == "unix":
-            wrapped = AsyncUnixStreamClient(address, protocol, connect_timeout=plan.timeout)
-        else:
-            local = self._clients.local_path()
-            wrapped = AsyncUnixDatagramClient(address, protocol, local_path=local)
+        plan = self._plan
+        kinds = (AsyncTCPClient, AsyncUDPClient, AsyncUnixStreamClient, AsyncUnixDatagramClient)
+        wrapped: AnyAsyncClient[RequestT, ResponseT] = _new_client(plan, self._clients, kinds)
         await wrapped.connect()
         client = AsyncClient(wrapped, plan.timeout if timeout is None else timeout)
         self._opened.append(client)
@@ -718,3 +695,18 @@ class ServeFactory:
             raise RuntimeError(
                 "an 'async with sf_serve(...)' block was left open by the test: exit it"
             )
+
+
+def _new_client(plan: Any, clients: Any, kinds: tuple[Any, Any, Any, Any]) -> Any:
+    """A client of the serving's transport, from ``kinds``: its TCP, UDP, Unix stream and Unix
+    datagram client classes (the blocking ones or the async ones, which take the same
+    arguments)."""
+    tcp, udp, unix_stream, unix_datagram = kinds
+    address, protocol = clients.address, plan.client_protocol
+    if isinstance(address, tuple):
+        if plan.transport == "udp":
+            return udp(address, protocol)
+        return tcp(address, protocol, ssl=plan.client_ssl, connect_timeout=plan.timeout)
+    if plan.transport == "unix":
+        return unix_stream(address, protocol, connect_timeout=plan.timeout)
+    return unix_datagram(address, protocol, local_path=clients.local_path())
