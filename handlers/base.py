@@ -280,6 +280,23 @@ class StreamRequestHandler(ABC, Generic[RequestT, ResponseT]):
     async def on_disconnection(self, client: StreamClient[ResponseT]) -> None:
         """Called once after the connection ended, whoever closed it."""
 
+    async def on_refused(self, client: StreamClient[ResponseT], reason: str) -> None:
+        """Called instead of serving a connection the server refuses, to tell the client why.
+
+        ``reason`` is ``"max_connections"`` (the server is full, with ``overload="reject"``)
+        or ``"max_connections_per_ip"`` (this client has too many connections open). Send a
+        message with ``await client.send_packet(...)``; the connection is closed when this
+        returns, or after 1 second. Nothing else of the handler runs for it. The base class
+        does nothing (the connection is closed at once), and servers do not even call it.
+        At most 64 refused connections are answered at once; beyond that, they are closed
+        at once.
+
+        Example::
+
+            async def on_refused(self, client, reason):
+                await client.send_packet({"error": "busy", "retry_after": 1})
+        """
+
 
 async def _nothing() -> None:
     """The base class's ``on_connection``: nothing to do (servers do not even call it)."""

@@ -33,6 +33,7 @@ _STREAM: Final[dict[str, tuple[tuple[str, ...], _Kind]]] = {
     "handle": (("client",), "async generator"),
     "on_connection": (("client",), "coroutine or async generator"),
     "on_disconnection": (("client",), "coroutine"),
+    "on_refused": (("client", "reason"), "coroutine"),
     "service_init": (("exit_stack", "server"), "coroutine"),
 }
 _DATAGRAM: Final[dict[str, tuple[tuple[str, ...], _Kind]]] = {

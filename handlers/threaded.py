@@ -113,6 +113,8 @@ class ThreadedHandler(
 
     _executor: AsyncExecutor[ThreadPoolExecutor] | None = None
     _portal: ThreadsPortal | None = None
+    _in_pool = 0  # requests handed to the pool and not finished (the loop's thread counts)
+    _pool_size = 0
 
     def __init__(
         self, *, max_workers: int | None = None, thread_name_prefix: str | None = None
@@ -122,6 +124,12 @@ class ThreadedHandler(
             self.max_workers = max_workers
         if thread_name_prefix is not None:
             self.thread_name_prefix = thread_name_prefix
+
+    @property
+    def busy_threads(self) -> int:
+        """Threads of the pool running a request now (the servers' ``threads_busy`` metric);
+        requests beyond the pool's size wait for a thread and are not counted."""
+        return min(self._in_pool, self._pool_size)
 
     @property
     def portal(self) -> ThreadsPortal:
@@ -182,6 +190,7 @@ class ThreadedHandler(
         pool = ThreadPoolExecutor(
             max_workers, thread_name_prefix=self.thread_name_prefix or type(self).__name__
         )
+        self._pool_size = max_workers
         self._executor = await exit_stack.enter_async_context(AsyncExecutor(pool, backend))
 
     def _forget_resources(self) -> None:
@@ -240,8 +249,15 @@ class ThreadedHandler(
             except ProtocolError as error:
                 if default_bad_message:
                     raise
-                response = await run(self.on_bad_message, error, client)
+                function: Any = self.on_bad_message
+                argument: Any = error
             else:
-                response = await run(respond, request, client)
+                function = respond
+                argument = request
+            self._in_pool += 1
+            try:
+                response = await run(function, argument, client)
+            finally:
+                self._in_pool -= 1
             if response is not None:
                 await send(response)

@@ -42,6 +42,23 @@ def make_decoder(protocol: Any) -> StreamDecoder[Any]: ...
 def make_inbox(protocol: Any, limit: int) -> DatagramInbox: ...
 def encode_into(protocol: Any, obj: Any, out: bytearray) -> None: ...
 
+class ServerCounters:
+    accepted: int
+    requests: int
+    bytes_in: int
+    bytes_out: int
+    high_water: int
+    datagrams: int
+    latency_sum: float
+    refused: dict[str, int]
+    errors: dict[str, int]
+    expired: dict[str, int]
+    accept_errors: dict[str, int]
+    dropped: dict[str, int]
+
+    def observe(self, seconds: float) -> None: ...
+    def bucket_counts(self) -> tuple[int, ...]: ...
+
 class DriverCore:
     _handler: Any
     _protocol: Any
@@ -67,6 +84,8 @@ class DriverCore:
     _log: Any
     id: int
     state: dict[str, Any]
+    _counters: ServerCounters
+    _pending_since: float
 
     def __init__(
         self,
@@ -80,6 +99,7 @@ class DriverCore:
         high_water: int = ...,
         words: Any,
         log: Any = None,
+        counters: ServerCounters | None = None,
     ) -> None: ...
     def _process(self) -> Blocked | None: ...
     def _process_responses(self) -> Blocked | None: ...
@@ -108,11 +128,13 @@ class AsyncIOCore(DriverCore):
 
 class AsyncIOStreamCore(AsyncIOCore):
     _admitted: bool
+    _ip_token: str | bool | None
     _listener: Any
     _peer_override: Any
     _proxy: Any
     _proxy_timer: asyncio.TimerHandle | None
     _reading_paused: bool
+    _refusal: str | None
     _sent_mark: int
     _transport: asyncio.Transport | None
     _write_flow: Any

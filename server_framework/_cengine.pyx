@@ -17,6 +17,7 @@ from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.string cimport memcpy
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from cpython.bytearray cimport PyByteArray_Resize
 
 import asyncio
@@ -44,6 +45,7 @@ from protocols.diagnostics import SNIFF_SIZE, likely_cause
 from protocols.exceptions import FrameTooLargeError, FramingError
 from server_framework._asyncio_flow import BATCH_FULL, READ_HIGH_WATER
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+from server_framework.metrics import LATENCY_BUCKETS
 from server_framework.sockets import MAX_DATAGRAM_SIZE
 
 
@@ -170,6 +172,7 @@ __all__ = [
     "FixedSizeDecoder",
     "LengthPrefixDecoder",
     "LineDecoder",
+    "ServerCounters",
     "encode_into",
     "make_decoder",
     "make_inbox",
@@ -777,6 +780,80 @@ cpdef encode_into(protocol, obj, bytearray out):
     protocol.encode_into(obj, out)
 
 
+# -- the counters -----------------------------------------------------------------------------
+
+
+cdef enum:
+    _BUCKETS = 17  # len(LATENCY_BUCKETS), checked at import
+
+if len(LATENCY_BUCKETS) != _BUCKETS:
+    raise ImportError("_cengine was built for another LATENCY_BUCKETS: rebuild it")
+
+cdef double _BOUNDS[_BUCKETS]
+for _i, _bound in enumerate(LATENCY_BUCKETS):
+    _BOUNDS[_i] = _bound
+
+
+cdef inline double _clock() noexcept:
+    """``time.monotonic()`` without the call: CLOCK_MONOTONIC through the vDSO."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef class ServerCounters:
+    """Twin of ``servers._driver.ServerCounters``: a server's counters, its integers C fields."""
+
+    cdef public long long accepted
+    cdef public long long requests
+    cdef public long long bytes_in
+    cdef public long long bytes_out
+    cdef public long long high_water
+    cdef public long long datagrams
+    cdef public double latency_sum
+    cdef long long _buckets[_BUCKETS + 1]
+    cdef public dict refused
+    cdef public dict errors
+    cdef public dict expired
+    cdef public dict accept_errors
+    cdef public dict dropped
+
+    def __init__(self):
+        self.refused = {}
+        self.errors = {}
+        self.expired = {}
+        self.accept_errors = {}
+        self.dropped = {}
+
+    cdef inline void _observe(self, double seconds) noexcept:
+        cdef int i = 0
+        self.requests += 1
+        self.latency_sum += seconds
+        while i < _BUCKETS and seconds > _BOUNDS[i]:
+            i += 1
+        self._buckets[i] += 1
+
+    def observe(self, double seconds):
+        """Count one request handled in ``seconds``."""
+        self._observe(seconds)
+
+    def bucket_counts(self):
+        """Requests per latency bucket."""
+        return tuple([self._buckets[i] for i in range(_BUCKETS + 1)])
+
+
+cdef inline void _bump(dict table, str key) except *:
+    """Twin of ``servers._driver.bump``."""
+    table[key] = table.get(key, 0) + 1
+
+
+cdef str _error_name(object exc):
+    """Twin of ``servers._driver.error_name``."""
+    kind = type(exc)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
 # -- the driver -------------------------------------------------------------------------------
 
 
@@ -815,6 +892,8 @@ cdef class DriverCore:
     cdef public object _log  # the server's logger (servers._driver.resolve_logger)
     cdef public object id
     cdef public object state
+    cdef public ServerCounters _counters
+    cdef public double _pending_since  # when the request whose step blocked began (0: none)
 
     def __init__(
         self,
@@ -828,6 +907,7 @@ cdef class DriverCore:
         Py_ssize_t high_water=sys.maxsize,
         words,
         log=None,
+        ServerCounters counters=None,
     ):
         self._handler = handler
         self._protocol = protocol
@@ -858,6 +938,8 @@ cdef class DriverCore:
         self._log = logger if log is None else log
         self.id = conn_id
         self.state = {}
+        self._counters = counters if counters is not None else ServerCounters()
+        self._pending_since = 0.0
 
     cdef int _encode_into(self, object obj, bytearray out) except -1:
         """``self._protocol.encode_into(obj, out)``."""
@@ -887,10 +969,14 @@ cdef class DriverCore:
         """Handle every complete message received so far, synchronously while nothing blocks."""
         cdef PyObject* result = NULL
         cdef int kind
+        cdef bint timed
+        cdef double batch_at
         if self._respond is not None:
             return self._process_responses()
         decoder = self._decoder
+        batch_at = _clock()
         while not (self._lost or self._close_requested):
+            timed = False
             agen = self._agen
             if agen is None:
                 if self._stopping and not decoder.buffered:
@@ -914,8 +1000,11 @@ cdef class DriverCore:
                     if request is NOTHING:
                         return None
                     coro = agen.asend(request)
+                    timed = True
             kind = _send_none(coro, &result)
             if kind == GEN_ERROR:
+                if timed:
+                    self._counters._observe(_clock() - batch_at)
                 if _stopped():
                     self._returned()
                 else:
@@ -923,7 +1012,11 @@ cdef class DriverCore:
             else:
                 value = _take_result(result)
                 if kind == GEN_NEXT:
+                    if timed:
+                        self._pending_since = batch_at
                     return (coro, value, _STEP)
+                if timed:
+                    self._counters._observe(_clock() - batch_at)
                 self._yielded(value)
             if self._decoder_broken():
                 self._on_framing_error()
@@ -933,6 +1026,7 @@ cdef class DriverCore:
         """The ``RequestResponseHandler`` path: ``respond()`` called directly, no generator."""
         cdef PyObject* result = NULL
         cdef int kind
+        cdef double batch_at = _clock()
         respond = self._respond
         while not (self._lost or self._close_requested):
             error = None
@@ -950,15 +1044,23 @@ cdef class DriverCore:
                 else:
                     coro = self._handler.on_bad_message(error, self)
             except Exception as exc:  # raised by respond() itself (e.g. one that is not async)
+                if error is None:
+                    self._counters._observe(_clock() - batch_at)
                 self._failed(exc)
             else:
                 kind = _send_none(coro, &result)
                 if kind == GEN_ERROR:
+                    if error is None:
+                        self._counters._observe(_clock() - batch_at)
                     self._failed(_fetch_error())
                 else:
                     value = _take_result(result)
                     if kind == GEN_NEXT:
+                        if error is None:
+                            self._pending_since = batch_at
                         return (coro, value, _RESPOND)
+                    if error is None:
+                        self._counters._observe(_clock() - batch_at)
                     if value is not None:
                         blocked = self._reply(None, value)
                         if blocked is not None:
@@ -1070,6 +1172,7 @@ cdef class DriverCore:
         self._request_close()
 
     def _close_after_error(self, exc):
+        _bump(self._counters.errors, _error_name(exc))
         self._log.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 
@@ -1151,11 +1254,13 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
     """Twin of ``servers._asyncio.AsyncIOStreamCore``: ``data_received`` and the batch."""
 
     cdef public bint _admitted
+    cdef public object _ip_token
     cdef public object _listener
     cdef public object _peer_override
     cdef public object _proxy
     cdef public object _proxy_timer
     cdef public bint _reading_paused
+    cdef public object _refusal
     cdef public Py_ssize_t _sent_mark
     cdef public object _transport
     cdef public object _write_flow
@@ -1181,6 +1286,7 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
                 return
             decoder.feed(data)
         self._received += len(data)
+        self._counters.bytes_in += len(data)
         if self._idle_timeout is not None:
             self._last_read = now()
         if self._waiter is not None:
@@ -1205,6 +1311,7 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
                 assert transport is not None
                 transport.write(out)
                 self._written += len(out)
+                self._counters.bytes_out += len(out)
                 if self._write_timer is None and transport.get_write_buffer_size():
                     self._watch_writes()
 
@@ -1225,6 +1332,7 @@ cdef class AsyncIOStreamCore(AsyncIOCore):
         data = self._protocol.encode(packet)
         transport.write(data)
         self._written += len(data)
+        self._counters.bytes_out += len(data)
         if self._write_timer is None and transport.get_write_buffer_size():
             self._watch_writes()
         if self._write_flow.paused:
@@ -1254,7 +1362,9 @@ cdef class AsyncIODatagramCore(AsyncIOCore):
         transport = endpoint._transport
         if transport is None or endpoint.closed:
             return False
-        transport.sendto(self._datagram(response), self._address)
+        data = self._datagram(response)
+        transport.sendto(data, self._address)
+        self._counters.bytes_out += len(data)
         return True
 
     async def send_packet(self, packet):
@@ -1264,6 +1374,7 @@ cdef class AsyncIODatagramCore(AsyncIOCore):
         transport = endpoint._transport
         if transport is not None and not endpoint.closed:
             transport.sendto(data, self._address)
+            self._counters.bytes_out += len(data)
             return
         await endpoint.send(data, self._address)
 
@@ -1276,10 +1387,14 @@ cdef class DatagramRouter:
 
     cdef object _endpoint
     cdef dict _clients
+    cdef ServerCounters _counters
+    cdef bint _rate_limited  # max_datagram_rate_per_ip: every datagram goes to _dispatch
 
     def __init__(self, endpoint):
         self._endpoint = endpoint
         self._clients = endpoint.clients  # the endpoint's own dict, for its whole life
+        self._counters = endpoint.options.counters
+        self._rate_limited = endpoint.rate is not None
 
     cpdef dispatch(self, data, address):
         """Route one received datagram."""
@@ -1288,6 +1403,7 @@ cdef class DatagramRouter:
         found = self._clients.get(address)
         if (
             found is None
+            or self._rate_limited
             or not isinstance(found, AsyncIOCore)
             or len(data) > _MAX_DATAGRAM
             or not self._endpoint._receiving
@@ -1299,7 +1415,10 @@ cdef class DatagramRouter:
             self._endpoint._dispatch(data, address)
             return
         inbox = <DatagramInbox>client._source
+        self._counters.datagrams += 1
+        self._counters.bytes_in += len(data)
         if not inbox.feed(data):
+            _bump(self._counters.dropped, "client_queue_size")
             self._endpoint.options.drops(reason="client queue full")
             return
         client._received += len(data)

@@ -27,13 +27,13 @@ import time
 import traceback
 from collections.abc import AsyncIterator
 from types import FrameType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
 from server_framework.backend import AsyncBackend
 
-__all__ = ["DEFAULT_WARN_BLOCKED", "describe_frames", "watch_loop"]
+__all__ = ["DEFAULT_WARN_BLOCKED", "LoopWatch", "describe_frames", "watch_loop"]
 
 logger: Final = structlog.get_logger("server_framework.watchdog")
 
@@ -52,15 +52,31 @@ _STACK_LIMIT: Final = 30
 class _Loop:
     """One watched loop: its thread, its last beat, and whether this stall was reported."""
 
-    __slots__ = ("beat", "name", "thread_id", "threshold", "users", "warned_at")
+    __slots__ = (
+        "beat",
+        "interval",
+        "last_lag",
+        "name",
+        "thread_id",
+        "threshold",
+        "users",
+        "warned_at",
+    )
 
     def __init__(self, thread_id: int, threshold: float, name: str) -> None:
         self.thread_id = thread_id
         self.threshold = threshold
+        self.interval = max(0.005, threshold / 4)
         self.name = name
         self.beat = time.monotonic()
+        self.last_lag = 0.0  # how late the last heartbeat ran
         self.users = 0
         self.warned_at: float | None = None
+
+    def lag(self) -> float:
+        """The event-loop lag: how late the last heartbeat ran, or how long the loop has run
+        no heartbeat beyond its interval if that is more (it is blocked now). Seconds."""
+        return max(self.last_lag, time.monotonic() - self.beat - self.interval, 0.0)
 
 
 class _Sampler:
@@ -78,6 +94,7 @@ class _Sampler:
             if loop is None:
                 loop = self._loops[thread_id] = _Loop(thread_id, threshold, name)
             loop.threshold = min(loop.threshold, threshold)
+            loop.interval = max(0.005, loop.threshold / 4)
             loop.users += 1
             if self._thread is None:
                 self._wake.clear()
@@ -186,19 +203,34 @@ def _peer_of(frame: FrameType) -> str | None:
     return None if address is None else str(address)
 
 
+class LoopWatch(Protocol):
+    """What :func:`watch_loop` gives the code it watches: the loop's lag, as measured."""
+
+    def lag(self) -> float:
+        """The event-loop lag in seconds: how late the last heartbeat ran, or the current
+        stall if the loop runs no heartbeat now."""
+
+
 @contextlib.asynccontextmanager
-async def watch_loop(backend: AsyncBackend, threshold: float | None) -> AsyncIterator[None]:
+async def watch_loop(
+    backend: AsyncBackend, threshold: float | None
+) -> AsyncIterator[LoopWatch | None]:
     """Watch the running loop while inside: one warning per stall longer than ``threshold``.
 
     Args:
         backend: The running loop's backend.
         threshold: Seconds without a heartbeat that count as blocked; None or 0: do nothing.
+
+    Yields:
+        The loop's :class:`LoopWatch` (its lag, readable from any thread), or None when
+        ``threshold`` turns the watch off.
     """
     if not threshold:
-        yield
+        yield None
         return
     loop = _sampler.attach(threading.get_ident(), threshold, backend.name)
     interval = max(0.005, threshold / 4)
+    clock = time.monotonic
     try:
         # No task group: an error of the body must not come out of it wrapped in a group.
         if backend.name == "trio":
@@ -208,13 +240,16 @@ async def watch_loop(backend: AsyncBackend, threshold: float | None) -> AsyncIte
 
             async def heartbeat() -> None:
                 with scope:
+                    last = loop.beat = clock()
                     while True:
-                        loop.beat = time.monotonic()
                         await trio.sleep(interval)
+                        beat = loop.beat = clock()
+                        loop.last_lag = max(0.0, beat - last - interval)
+                        last = beat
 
             trio.lowlevel.spawn_system_task(heartbeat, name="server_framework heartbeat")
             try:
-                yield
+                yield loop
             finally:
                 scope.cancel()
         else:
@@ -222,15 +257,18 @@ async def watch_loop(backend: AsyncBackend, threshold: float | None) -> AsyncIte
 
             running = asyncio.get_running_loop()
             handle: asyncio.TimerHandle | None = None
+            last = loop.beat = clock()
 
             def beat() -> None:
-                nonlocal handle
-                loop.beat = time.monotonic()
+                nonlocal handle, last
+                now = loop.beat = clock()
+                loop.last_lag = max(0.0, now - last - interval)
+                last = now
                 handle = running.call_later(interval, beat)
 
-            beat()
+            handle = running.call_later(interval, beat)
             try:
-                yield
+                yield loop
             finally:
                 assert handle is not None
                 handle.cancel()

@@ -52,6 +52,8 @@ The modules, one job each (this package re-exports :func:`main` only):
 - :mod:`~server_framework.cli.workers`: ``--workers N``, the supervisor of worker processes.
 - :mod:`~server_framework.cli.reload`: ``--reload``, restarting the server on source changes
   (development only).
+- :mod:`~server_framework.cli.metrics`: ``--metrics HOST:PORT``, the Prometheus endpoint and
+  health checks, summed over ``--workers`` through a channel to each worker.
 """
 
 from server_framework.cli.entry import main

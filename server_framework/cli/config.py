@@ -395,4 +395,5 @@ _IMPLIED_DEFAULTS: Final = {
     "log_format": "console on a terminal, json otherwise",
     "idle_timeout": "no idle deadline",
     "reload_dir": "with reload, the directory of TARGET's package or module",
+    "metrics": "no metrics endpoint",
 }

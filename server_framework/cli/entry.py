@@ -14,6 +14,7 @@ listeners are closed however it ends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.metadata
 import os
@@ -38,6 +39,14 @@ from server_framework.cli.exits import (
     report,
 )
 from server_framework.cli.listeners import Listeners, adopt, bind, resolve_ports, systemd_fds
+from server_framework.cli.metrics import (
+    MISSING_PROMETHEUS_CLIENT,
+    MetricsHub,
+    ServeState,
+    WorkerChannel,
+    metrics_endpoint,
+    prometheus_installed,
+)
 from server_framework.cli.reload import (
     MISSING_WATCHFILES,
     Reloader,
@@ -114,6 +123,9 @@ def _main(argv: list[str]) -> int:
     if settings.reload and not watchfiles_installed():
         _print_error(MISSING_WATCHFILES)
         return EXIT_USAGE
+    if settings.metrics is not None and not prometheus_installed():
+        _print_error(MISSING_PROMETHEUS_CLIENT)
+        return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     for warning in loaded.warnings:
         logger.warning(warning)
@@ -152,16 +164,25 @@ def _start(
     app = load_app(settings, listeners.kinds(settings))
     bind(listeners, settings)
     logger.info("listening", listeners=listeners.names)
-    return run(
-        serve,
-        settings,
-        app,
-        listeners,
-        _log_ready,
-        True,
-        backend=settings.backend,
-        handle_signals=False,
-    )
+    state = ServeState()
+    with _serve_metrics(settings, state):
+        return run(
+            functools.partial(serve, state=state),
+            settings,
+            app,
+            listeners,
+            _log_ready,
+            True,
+            backend=settings.backend,
+            handle_signals=False,
+        )
+
+
+def _serve_metrics(settings: Settings, state: ServeState) -> contextlib.AbstractContextManager[Any]:
+    """The ``--metrics`` endpoint of a process that serves (nothing without ``--metrics``)."""
+    if settings.metrics is None:
+        return contextlib.nullcontext()
+    return metrics_endpoint(settings.metrics, state.snapshots, ready=state.readiness)
 
 
 def _log_ready() -> None:
@@ -189,27 +210,38 @@ def run_worker(spec_json: str) -> int:
 
 
 def _start_worker(spec: WorkerSpec, listeners: Listeners) -> int:
-    """Serve what the parent passed (and bind, with ``--reuse-port``); what a worker guards."""
+    """Serve what the parent passed (and bind, with ``--reuse-port``); what a worker guards.
+
+    With ``--metrics``, a worker of ``--workers`` answers its parent's metrics requests (the
+    channel of ``spec.metrics_fd``) from the start, and the one server process of ``--reload``
+    serves the endpoint itself.
+    """
     settings = spec.settings
-    adopt(listeners, [(fd, f"fd {fd}") for fd in spec.fds], inherited=False)
-    if spec.bind_inet:
-        bind(listeners, settings, unix=False)
-    app = load_app(settings, listeners.kinds(settings))
+    state = ServeState()
+    with contextlib.ExitStack() as stack:
+        if spec.metrics_fd is not None:  # answer the parent from the start
+            stack.enter_context(WorkerChannel(spec.metrics_fd, state))
+        adopt(listeners, [(fd, f"fd {fd}") for fd in spec.fds], inherited=False)
+        if spec.bind_inet:
+            bind(listeners, settings, unix=False)
+        app = load_app(settings, listeners.kinds(settings))
+        if spec.metrics_fd is None:  # --reload's server process: no parent collects
+            stack.enter_context(_serve_metrics(settings, state))
 
-    def ready() -> None:
-        notify_ready(spec.ready_fd)
-        logger.info("ready", backend=settings.backend)
+        def ready() -> None:
+            notify_ready(spec.ready_fd)
+            logger.info("ready", backend=settings.backend)
 
-    return run(
-        serve,
-        settings,
-        app,
-        listeners,
-        ready,
-        False,
-        backend=settings.backend,
-        handle_signals=False,
-    )
+        return run(
+            functools.partial(serve, state=state),
+            settings,
+            app,
+            listeners,
+            ready,
+            False,
+            backend=settings.backend,
+            handle_signals=False,
+        )
 
 
 def _guarded(settings: Settings, failure: str, start: Callable[[Listeners], int]) -> int:
@@ -254,12 +286,21 @@ def _supervise(settings: Settings, listeners: Listeners, reread: Callable[[], Se
     else:
         bind(listeners, settings)
         logger.info("listening", listeners=listeners.names)
+    hub = MetricsHub() if settings.metrics is not None else None
     supervisor = Supervisor(
-        worker_settings, listeners.fds(), bind_inet=settings.reuse_port, reread=reread
+        worker_settings, listeners.fds(), bind_inet=settings.reuse_port, reread=reread, metrics=hub
     )
     if stopped_early():  # SIGTERM while we were binding
         return EXIT_OK
-    return supervisor.run()
+    if hub is None or settings.metrics is None:
+        return supervisor.run()
+    try:
+        with metrics_endpoint(
+            settings.metrics, hub.collect, ready=hub.readiness, workers=hub.workers
+        ):
+            return supervisor.run()
+    finally:
+        hub.close()
 
 
 def _reload(settings: Settings, listeners: Listeners, reloading: _Reloading) -> int:

@@ -21,6 +21,7 @@ from server_framework.cli.values import (
     FRAMING_NAMES,
     LOG_FORMATS,
     LOG_LEVEL_NAMES,
+    OVERLOAD_NAMES,
     PROXY_PROTOCOL_NAMES,
     format_inet,
     parse_bool,
@@ -34,6 +35,7 @@ from server_framework.cli.values import (
     parse_log_format,
     parse_network,
     parse_protocol,
+    parse_rate,
     parse_seconds,
     parse_size,
     parse_target,
@@ -43,6 +45,7 @@ from server_framework.servers import (
     DEFAULT_CLIENT_IDLE_TIMEOUT,
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_OVERLOAD,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_TIMEOUT,
@@ -109,6 +112,7 @@ _PROCESSES = "event loop and processes"
 _LIMITS = "limits"
 _TLS = "TLS (on every stream listener)"
 _PROXY = "PROXY protocol (stream listeners)"
+_METRICS = "metrics and health checks"
 _LOGGING = "logging"
 _DEVELOPMENT = "development"
 
@@ -222,6 +226,33 @@ OPTIONS: Final[tuple[Option, ...]] = (
         parse=parse_int(1),
     ),
     Option(
+        name="max_connections_per_ip",
+        group=_LIMITS,
+        metavar="N",
+        help="connections served at once per client address (an IPv4 address, an IPv6 /64; "
+        "behind a trusted PROXY header, the original client's); beyond it a client's new "
+        "connections are refused (default: no limit per client)",
+        parse=parse_int(1),
+    ),
+    Option(
+        name="overload",
+        group=_LIMITS,
+        metavar=_choices(OVERLOAD_NAMES),
+        help="at --max-connections: 'reject' accepts and closes each new connection (after "
+        "the handler's on_refused, if it has one); 'pause' stops accepting until a tenth of "
+        "the connections have ended, and the kernel's backlog queues new ones "
+        f"(default: {DEFAULT_OVERLOAD})",
+        parse=parse_choice(OVERLOAD_NAMES),
+    ),
+    Option(
+        name="max_datagram_rate_per_ip",
+        group=_LIMITS,
+        metavar="PER_SECOND",
+        help="datagrams accepted per second from one client address, in bursts of up to a "
+        "second's worth; the excess is dropped and counted (default: no limit per client)",
+        parse=parse_rate,
+    ),
+    Option(
         name="idle_timeout",
         group=_LIMITS,
         metavar="SECONDS",
@@ -310,6 +341,15 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "header (repeatable; default: loopback and Unix peers only)",
         parse=parse_network,
         repeatable=True,
+    ),
+    Option(
+        name="metrics",
+        group=_METRICS,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics (/metrics) and health checks (/ready, /live) over HTTP "
+        "on this address, e.g. 127.0.0.1:9100 (this machine only) or :9100 (every interface); "
+        "with --workers, summed over the workers; needs prometheus-client (default: off)",
+        parse=parse_inet,
     ),
     Option(
         name="log_level",

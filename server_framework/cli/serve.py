@@ -7,12 +7,15 @@ the PROXY protocol options are passed only when set, so the servers' own default
 otherwise (``max_connections`` and ``shutdown_timeout`` default to the servers' constants in
 :class:`~server_framework.cli.settings.Settings`). The servers are entered (their
 ``service_init`` runs), served in one task group, and shut down together when
-:mod:`~server_framework.cli.signals` sets the stop event.
+:mod:`~server_framework.cli.signals` sets the stop event. A
+:class:`~server_framework.cli.metrics.ServeState` passed in learns the servers, when they all
+serve and when they start draining (for ``--metrics``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 from collections.abc import Callable
 from typing import Any, Final
@@ -24,6 +27,7 @@ from server_framework.backend import current
 from server_framework.cli.app import App
 from server_framework.cli.exits import EXIT_OK, EXIT_STARTUP, StartupError, report
 from server_framework.cli.listeners import Listeners
+from server_framework.cli.metrics import ServeState
 from server_framework.cli.settings import Settings
 from server_framework.cli.signals import stop_on_signal, stopped_early
 from server_framework.servers import AsyncDatagramServerBase, AsyncStreamServerBase
@@ -59,6 +63,8 @@ def _servers(settings: Settings, app: App, listeners: Listeners) -> list[Any]:
                     app.handler,
                     ssl=app.ssl_context,
                     max_connections=settings.max_connections,
+                    max_connections_per_ip=settings.max_connections_per_ip,
+                    overload=settings.overload,
                     idle_timeout=settings.idle_timeout,
                     frame_timeout=settings.frame_timeout or None,
                     write_timeout=settings.write_timeout or None,
@@ -79,6 +85,7 @@ def _servers(settings: Settings, app: App, listeners: Listeners) -> list[Any]:
                     app.datagram_protocol,
                     app.handler,
                     max_clients=settings.max_connections,
+                    max_datagram_rate_per_ip=settings.max_datagram_rate_per_ip,
                     shutdown_timeout=settings.shutdown_timeout,
                     warn_blocked=settings.warn_blocked,
                     **idle,
@@ -95,6 +102,8 @@ async def serve(
     listeners: Listeners,
     on_ready: Callable[[], None],
     sigint: bool,
+    *,
+    state: ServeState | None = None,
 ) -> int:
     """Serve ``listeners`` until SIGTERM (or SIGINT, if ``sigint``); return the exit code.
 
@@ -108,6 +117,8 @@ async def serve(
         listeners: The sockets to serve (bound or inherited).
         on_ready: Called once every server serves.
         sigint: Handle SIGINT too (not in a worker, whose parent handles Ctrl-C).
+        state: Told the servers once created, ``started`` once they serve, ``stopping`` as
+            soon as the stop begins (for ``--metrics``).
     """
     backend = current()
     stop = backend.create_event()
@@ -119,6 +130,9 @@ async def serve(
     except StartupError as exc:
         report(exc, settings)
         return exc.exit_code
+    if state is None:
+        state = ServeState()
+    state.servers = tuple(servers)
     signums = (signal.SIGINT, signal.SIGTERM) if sigint else (signal.SIGTERM,)
     async with watch_signals(backend, on_signal, signums), contextlib.AsyncExitStack() as stack:
         if stopped_early():
@@ -132,10 +146,17 @@ async def serve(
             report(error, settings)
             return EXIT_STARTUP
         async with backend.create_task_group() as task_group:
+            serving = []
             for server in servers:
-                task_group.start_soon(server.serve_forever)
+                up = backend.create_event()
+                serving.append(up)
+                task_group.start_soon(functools.partial(server.serve_forever, is_up_event=up))
+            for up in serving:  # every server named and accepting: now we are ready
+                await up.wait()
             on_ready()
+            state.started = True
             await stop.wait()
+            state.stopping = True  # /ready says 503 before the listeners close
             for server in servers:
                 task_group.start_soon(server.shutdown)
     logger.info("stopped")

@@ -17,6 +17,7 @@ from server_framework.backend import BackendName, default_backend_name
 from server_framework.servers import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_OVERLOAD,
     DEFAULT_SHUTDOWN_TIMEOUT,
     DEFAULT_WRITE_HIGH_WATER,
     DEFAULT_WRITE_TIMEOUT,
@@ -68,6 +69,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         reuse_port: Set ``SO_REUSEPORT``; with several workers, each binds its own TCP/UDP
             sockets.
         max_connections: Stream connections (and datagram peers) served at once.
+        max_connections_per_ip: Stream connections served at once per client address, or
+            None (no limit per client).
+        overload: At ``max_connections``: ``reject`` or ``pause`` (see
+            :class:`~server_framework.servers.AsyncTCPServer`).
+        max_datagram_rate_per_ip: Datagrams per second accepted per client address, or None.
         idle_timeout: Seconds a connection (or datagram peer) may receive nothing while
             waiting for a request, or None.
         frame_timeout: Seconds a request may take to arrive once begun; 0 turns it off.
@@ -81,6 +87,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         tls_ca: PEM CA bundle to verify client certificates (which stay optional).
         proxy_protocol: Accept a PROXY protocol header: ``v1``, ``v2``, ``auto``, or None.
         proxy_allow: Networks (CIDR) allowed to send a PROXY header.
+        metrics: Serve Prometheus metrics and health checks over HTTP on this address
+            (``/metrics``, ``/ready``, ``/live``; see :mod:`server_framework.cli.metrics`), or
+            None.
         log_level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
         log_format: ``console``, ``json``, or None to choose by whether stderr is a terminal.
         reload: Development: serve in a child process, restarted when the source changes
@@ -102,6 +111,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: int = 1
     reuse_port: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_ip: int | None = None
+    overload: Literal["reject", "pause"] = DEFAULT_OVERLOAD
+    max_datagram_rate_per_ip: float | None = None
     idle_timeout: float | None = None
     frame_timeout: float = DEFAULT_FRAME_TIMEOUT
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
@@ -113,6 +125,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     tls_ca: str | None = None
     proxy_protocol: ProxyProtocolName | None = None
     proxy_allow: tuple[str, ...] = ()
+    metrics: InetAddress | None = None
     log_level: str = "info"
     log_format: Literal["console", "json"] | None = None
     reload: bool = False

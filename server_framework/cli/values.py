@@ -26,6 +26,7 @@ __all__ = [
     "FRAMING_NAMES",
     "LOG_FORMATS",
     "LOG_LEVEL_NAMES",
+    "OVERLOAD_NAMES",
     "PROTOCOL_NAMES",
     "PROXY_PROTOCOL_NAMES",
     "format_inet",
@@ -40,6 +41,7 @@ __all__ = [
     "parse_log_format",
     "parse_network",
     "parse_protocol",
+    "parse_rate",
     "parse_seconds",
     "parse_size",
     "parse_target",
@@ -62,6 +64,8 @@ FRAMING_NAMES: Final = (
 BACKEND_NAMES: Final[tuple[str, ...]] = get_args(BackendName)
 #: ``--proxy-protocol`` names.
 PROXY_PROTOCOL_NAMES: Final[tuple[str, ...]] = get_args(ProxyProtocolName)
+#: The choices of ``--overload``.
+OVERLOAD_NAMES: Final[tuple[str, ...]] = ("reject", "pause")
 #: ``--log-level`` names: the levels of :func:`server_framework.log.configure_logging`.
 LOG_LEVEL_NAMES: Final = tuple(LOG_LEVELS)
 #: ``--log-format`` names (``auto``: console on a terminal, else JSON).
@@ -182,6 +186,17 @@ def parse_seconds(*, allow_zero: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def parse_rate(text: str) -> float:
+    """A rate per second, finite and > 0: ``50``, ``0.5``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _expected("a number per second > 0", text) from None
+    if not math.isfinite(value) or value <= 0:
+        raise _expected("a number per second > 0", text)
+    return value
 
 
 def parse_deadline(text: str) -> float:

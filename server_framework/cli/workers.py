@@ -46,6 +46,9 @@ How it works:
 - SIGTTIN adds a worker, SIGTTOU removes one (SIGTERM to the newest: it drains), never the last;
   restarts after a crash keep the new number. A worker that exits after the parent sent it
   SIGTERM is never restarted.
+- ``--metrics HOST:PORT``: the parent serves the endpoint, summing its workers' metrics; each
+  worker answers through a socket pair it inherits (see :mod:`server_framework.cli.metrics`).
+  ``/ready`` is 200 once the first generation serves, through reloads, until a stop begins.
 
 Caveats: without ``--reuse-port``, datagrams from one UDP peer may reach different workers, each
 with its own per-peer handler state. With ``--reuse-port``, each worker has its own TCP queue: a
@@ -82,6 +85,7 @@ from server_framework.cli.exits import (
     EXIT_STARTUP,
     EXIT_USAGE,
 )
+from server_framework.cli.metrics import MetricsHub
 from server_framework.cli.settings import LISTENER_FIELDS, ConfigError, Settings
 from server_framework.log import resolve_format
 
@@ -108,8 +112,16 @@ CRASH_WINDOW: Final = 10.0
 #: (its own drain deadline plus closing the handler's resources).
 STOP_MARGIN: Final = 5.0
 #: Settings that a reload (SIGHUP, or ``--reload``'s restart) keeps from the start: the sockets
-#: are bound once, by the parent; the number of workers changes with SIGTTIN and SIGTTOU.
-FIXED_FIELDS: Final = (*LISTENER_FIELDS, "reuse_port", "workers", "reload", "reload_dir")
+#: are bound once, by the parent (the ``--metrics`` endpoint too); the number of workers changes
+#: with SIGTTIN and SIGTTOU.
+FIXED_FIELDS: Final = (
+    *LISTENER_FIELDS,
+    "reuse_port",
+    "workers",
+    "reload",
+    "reload_dir",
+    "metrics",
+)
 
 #: What a worker process runs. A string, not an import: the entry module imports this one.
 _WORKER_CODE: Final = (
@@ -129,6 +141,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
         bind_inet: Bind the TCP/UDP listeners of ``settings`` in the worker (``--reuse-port``).
         ready_fd: Write end of a pipe: the worker writes one byte once it serves.
         parent_fd: Read end of a pipe the parent holds open: end-of-file means it is gone.
+        metrics_fd: The worker's end of its metrics channel to the parent (``--metrics`` with
+            ``--workers``; see :class:`~server_framework.cli.metrics.WorkerChannel`), or None.
     """
 
     index: int
@@ -137,6 +151,7 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     bind_inet: bool
     ready_fd: int
     parent_fd: int
+    metrics_fd: int | None = None
 
 
 def notify_ready(fd: int) -> None:
@@ -187,9 +202,12 @@ def spawn_worker(spec: WorkerSpec, *, python_flags: Sequence[str] = ()) -> subpr
             caller closes its own copy once the worker is started).
         python_flags: Options of the worker's interpreter (``-B`` for ``--reload``).
     """
+    fds = (*spec.fds, spec.ready_fd, spec.parent_fd)
+    if spec.metrics_fd is not None:
+        fds += (spec.metrics_fd,)
     return subprocess.Popen(
         [sys.executable, *python_flags, "-c", _WORKER_CODE, msgspec.json.encode(spec).decode()],
-        pass_fds=(*spec.fds, spec.ready_fd, spec.parent_fd),
+        pass_fds=fds,
     )
 
 
@@ -279,6 +297,8 @@ class Supervisor:
         reread: Reads the settings again for a reload (the config file may have changed); may
             raise :class:`~server_framework.cli.settings.ConfigError`. None: a reload keeps
             ``settings`` (and still imports TARGET afresh).
+        metrics: Gives every worker a metrics channel, and is told when workers exit and
+            whether they are ready (``--metrics``); None: no metrics.
     """
 
     def __init__(
@@ -288,8 +308,10 @@ class Supervisor:
         *,
         bind_inet: bool,
         reread: Callable[[], Settings] | None = None,
+        metrics: MetricsHub | None = None,
     ) -> None:
         self._origin = settings
+        self._metrics = metrics
         self._fds = tuple(fds)
         self._bind_inet = bind_inet
         self._reread = reread
@@ -406,6 +428,8 @@ class Supervisor:
                 continue
             del self._workers[pid]
             self._close_ready_pipe(worker)
+            if self._metrics is not None:
+                self._metrics.remove(pid)
             self._on_exit(worker, returncode)
 
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
@@ -525,6 +549,8 @@ class Supervisor:
         old, self._current, self._pending = self._current, pending, None
         if old is None:
             logger.info("all workers ready", workers=len(members))
+            if self._metrics is not None and not self._stopping:
+                self._metrics.set_ready(True, "ready")
         else:
             logger.info(
                 "new generation ready",
@@ -607,6 +633,7 @@ class Supervisor:
 
     def _spawn(self, generation: _Generation, index: int) -> None:
         ready_r, ready_w = os.pipe()
+        channel = self._metrics.channel() if self._metrics is not None else None
         spec = WorkerSpec(
             index=index,
             settings=generation.settings,
@@ -614,14 +641,21 @@ class Supervisor:
             bind_inet=self._bind_inet,
             ready_fd=ready_w,
             parent_fd=self._parent_r,
+            metrics_fd=channel[1].fileno() if channel is not None else None,
         )
         try:
             process = spawn_worker(spec)
         except BaseException:
             os.close(ready_r)
+            if channel is not None:
+                channel[0].close()
             raise
         finally:
             os.close(ready_w)
+            if channel is not None:
+                channel[1].close()
+        if self._metrics is not None and channel is not None:
+            self._metrics.add(process.pid, index, channel[0])
         self._serial += 1
         worker = _Worker(index, generation, process, ready_r, self._serial)
         self._workers[process.pid] = worker
@@ -641,6 +675,8 @@ class Supervisor:
 
     def _stop(self) -> None:
         self._stopping = True
+        if self._metrics is not None:
+            self._metrics.set_ready(False, "draining")
         self._reload_queued = False
         for worker in self._workers.values():
             self._terminate(worker)

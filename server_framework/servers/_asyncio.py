@@ -42,6 +42,7 @@ from server_framework.sockets import (
     set_abortive_close,
 )
 
+from ._admission import MAX_CONNECTIONS, PER_IP, REFUSAL_ANSWER_TIMEOUT, REFUSED, Admission, Token
 from ._base import Listener, OptionsT
 from ._driver import (
     ACCEPT_BATCH,
@@ -51,8 +52,12 @@ from ._driver import (
     ConnectionDriver,
     DriverCore,
     RateLimitedLog,
+    ServerCounters,
     begin_stop,
     bind_log_context,
+    bump,
+    errno_name,
+    is_handshake_timeout,
     logger,
     not_tls_hint,
     now,
@@ -68,14 +73,21 @@ _leave_task = asyncio.tasks._leave_task
 
 
 async def drain_tasks(
-    tasks: set[asyncio.Task[None]], grace: float, what: str, log: Any = logger
+    tasks: set[asyncio.Task[None]],
+    grace: float,
+    what: str,
+    log: Any = logger,
+    counters: ServerCounters | None = None,
 ) -> None:
     """Let ``tasks`` finish within ``grace`` seconds, then cancel the rest (logging their count
-    to ``log``, the server's logger)."""
+    to ``log``, the server's logger, and counting them in ``counters``)."""
     if not tasks:
         return
     _done, pending = await asyncio.wait(tasks, timeout=grace)
     if pending:
+        if counters is not None:
+            expired = counters.expired
+            expired["shutdown_timeout"] = expired.get("shutdown_timeout", 0) + len(pending)
         log.warning(f"cancelling {what} still busy after the grace period", count=len(pending))
         for task in pending:
             task.cancel()
@@ -302,11 +314,13 @@ class AsyncIOStreamCore(AsyncIOCore):
 
     __slots__ = (
         "_admitted",
+        "_ip_token",
         "_listener",
         "_peer_override",
         "_proxy",
         "_proxy_timer",
         "_reading_paused",
+        "_refusal",
         "_sent_mark",
         "_transport",
         "_write_flow",
@@ -317,11 +331,13 @@ class AsyncIOStreamCore(AsyncIOCore):
 
     # Set by AsyncIOStreamConnection.__init__ (which documents them).
     _admitted: bool
+    _ip_token: Token
     _listener: AsyncIOStreamListener
     _peer_override: Address | None
     _proxy: ProxyHeaderParser | None
     _proxy_timer: asyncio.TimerHandle | None
     _reading_paused: bool
+    _refusal: str | None
     _sent_mark: int
     _transport: asyncio.Transport | None
     _write_flow: WriteFlow
@@ -345,6 +361,7 @@ class AsyncIOStreamCore(AsyncIOCore):
             return
         decoder.feed(data)
         self._received += len(data)  # self._fed(len(data)), inlined: it runs for every read
+        self._counters.bytes_in += len(data)
         if self._idle_timeout is not None:
             self._last_read = now()
         if self._waiter is not None:
@@ -367,6 +384,7 @@ class AsyncIOStreamCore(AsyncIOCore):
                 assert transport is not None
                 transport.write(out)
                 self._written += len(out)
+                self._counters.bytes_out += len(out)
                 if self._write_timer is None and transport.get_write_buffer_size():
                     self._watch_writes()
 
@@ -387,6 +405,7 @@ class AsyncIOStreamCore(AsyncIOCore):
         data = self._protocol.encode(packet)
         transport.write(data)
         self._written += len(data)
+        self._counters.bytes_out += len(data)
         if self._write_timer is None and transport.get_write_buffer_size():
             self._watch_writes()
         if self._write_flow.paused:
@@ -414,6 +433,8 @@ class AsyncIOStreamConnection(
         self._init_driver(listener.loop)
         self._listener = listener
         self._admitted = False  # counted against max_connections (at accept, or when made)
+        self._ip_token: Token = None  # counted against max_connections_per_ip (_admission)
+        self._refusal: str | None = None  # refused: on_refused answers it, for this reason
         self._transport: asyncio.Transport | None = None
         # Reading: paused while too much received data waits (see _asyncio_flow).
         self._reading_paused = False
@@ -435,9 +456,14 @@ class AsyncIOStreamConnection(
         # uvloop's transports implement asyncio.Transport without inheriting from it.
         self._transport = cast(asyncio.Transport, transport)
         listener = self._listener
-        if not self._admitted and not listener.admit(self):
-            self._lost = True
-            transport.close()
+        if not self._admitted:
+            reason = listener.admit(self)
+            if reason is not None and not listener.refuse(self, reason):
+                self._lost = True
+                transport.close()
+                return
+        if self._refusal is not None:
+            listener.answer(self)
             return
         options = listener.options
         if options.proxy_trusted is not None:
@@ -474,6 +500,16 @@ class AsyncIOStreamConnection(
             self._proxy_timer = None
         if not header.is_local and header.source is not None:
             self._peer_override = normalize_address(header.source)
+            listener = self._listener
+            if listener.admission.limits_addresses:
+                token = listener.admission.acquire_address(self._peer_override)
+                if token is REFUSED:
+                    if listener.refuse(self, PER_IP):
+                        listener.answer(self)
+                    else:
+                        self._transport.close()
+                    return
+                self._ip_token = token
         self._listener.tasks.add(self._start_task())
         rest = parser.remaining()
         if rest:
@@ -481,6 +517,7 @@ class AsyncIOStreamConnection(
 
     def _proxy_expired(self) -> None:
         self._proxy_timer = None
+        bump(self._counters.expired, "proxy_header_timeout")
         self._listener.refuse_proxy(reason="no header in time")
         if self._transport is not None:
             self._transport.close()
@@ -516,6 +553,7 @@ class AsyncIOStreamConnection(
     async def _batch_full(self) -> None:
         # A handler sent a lot in one step: block, so that the batch is written now, then
         # wait for the transport like any sender.
+        self._counters.high_water += 1
         await asyncio.sleep(0)
         if self._write_flow.paused:
             await self._drain()
@@ -628,6 +666,25 @@ class AsyncIOStreamConnection(
         finally:
             self._listener.release(self)
 
+    async def _answer(self) -> None:
+        """The task of a refused connection: the handler's ``on_refused``, then close."""
+        listener = self._listener
+        try:
+            bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+            async with asyncio.timeout(REFUSAL_ANSWER_TIMEOUT):
+                assert self._refusal is not None
+                await listener.options.handler.on_refused(self, self._refusal)
+        except TimeoutError:
+            self._log.debug("on_refused() did not finish in time", timeout=REFUSAL_ANSWER_TIMEOUT)
+        except Exception as exc:
+            self._log.error("on_refused() failed", exc_info=exc)
+        finally:
+            self._request_close()
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+            listener.release(self)
+
     def _watch_writes(self) -> None:
         """Data was handed to the transport: if some stays there, start the write deadline."""
         if self._write_timer is not None or self._write_timeout is None:
@@ -657,10 +714,12 @@ class AsyncIOStreamConnection(
         self._broken_reason = (
             f"the peer read nothing for {self._write_timeout} seconds (write_timeout)"
         )
+        bump(self._counters.expired, "write_timeout")
         self._log.debug("closing connection: write_timeout expired", unsent=pending)
         transport.abort()  # connection_lost follows: waiting senders raise
 
     async def _drain(self) -> None:
+        self._counters.high_water += 1
         await self._write_flow.wait()
         if self._lost:
             raise self._closed_error()
@@ -709,7 +768,11 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
         self.connections: set[AsyncIOStreamConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()  # the connections' tasks
         self._servers: list[asyncio.Server] = []  # uvloop's accept loops
+        self._uvloop_sockets: list[socket.socket] = []  # what they accept on (given dups)
         self._accepting: list[socket.socket] = []  # our accept loop's sockets
+        self._paused = False  # not accepting: at max_connections with overload="pause"
+        self.admission = Admission(options, self.log)
+        self._answered: set[AsyncIOStreamConnection] = set()  # refused: on_refused runs
         self._retries: list[asyncio.TimerHandle] = []  # accept back-offs
         self._handshakes: set[asyncio.Task[None]] = set()  # connections not made yet
         # The stock loop's transport factory (None on uvloop): plain TCP connections use it
@@ -720,10 +783,14 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             else None
         )
         log = self.log
-        self._refusals = RateLimitedLog("refusing connection: max_connections reached", log=log)
+        self.counters = counters = options.counters
+        refused = counters.refused
         self._accept_failures = RateLimitedLog("accept() failed, retrying", "error", log)
         self.refuse_proxy = RateLimitedLog(
-            "closing connection: PROXY protocol check failed", log=log
+            "closing connection: PROXY protocol check failed",
+            log=log,
+            table=refused,
+            key="proxy_protocol",
         )
         self.refuse_plaintext = RateLimitedLog(
             "closing connection: the TLS handshake failed", log=log
@@ -732,25 +799,62 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
     async def aclose(self) -> None:
         self._stop_accepting()
 
+    def active(self) -> tuple[int, int]:
+        return (len(self.connections), 0)
+
     async def _start(self) -> None:
         """Start accepting on every socket."""
         options = self.options
         if self.backend.name == "uvloop" and options.ssl is None:
-            factory: Callable[[], asyncio.Protocol] = lambda: AsyncIOStreamConnection(self)  # noqa: E731
-            for sock in self.sockets:
-                if sock.family == getattr(socket, "AF_UNIX", None):
-                    created = await self.loop.create_unix_server(factory, sock=sock)
-                else:
-                    created = await self.loop.create_server(factory, sock=sock)
-                self._servers.append(created)
+            self._uvloop_sockets = list(self.sockets)
+            await self._start_uvloop()
             return
         for sock in self.sockets:
             sock.setblocking(False)
             self._accepting.append(sock)
             self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
 
+    async def _start_uvloop(self) -> None:
+        """Start uvloop's accept loops, each on a duplicate of a listening socket: pausing
+        (``overload="pause"``) closes them, which closes only the duplicate, and the kernel
+        keeps queueing connections on the socket."""
+        factory: Callable[[], asyncio.Protocol] = lambda: AsyncIOStreamConnection(self)  # noqa: E731
+        for sock in self._uvloop_sockets:
+            if sock.family == getattr(socket, "AF_UNIX", None):
+                created = await self.loop.create_unix_server(factory, sock=sock.dup())
+            else:
+                created = await self.loop.create_server(factory, sock=sock.dup())
+            self._servers.append(created)
+
+    def _pause(self) -> None:
+        """At ``max_connections`` with ``overload="pause"``: stop accepting."""
+        if self._paused:
+            return
+        self._paused = True
+        for sock in self._accepting:
+            self.loop.remove_reader(sock.fileno())
+        for created in self._servers:
+            created.close()
+        self._servers.clear()
+
+    def _resume(self) -> None:
+        """Below the limit again: accept again (unless stopping)."""
+        if not self._paused or self.stopping():
+            return
+        self._paused = False
+        for sock in self._accepting:
+            self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
+        if self._uvloop_sockets:
+            task = self.loop.create_task(self._start_uvloop())
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
     def _on_acceptable(self, sock: socket.socket) -> None:
+        admission = self.admission
         for _ in range(ACCEPT_BATCH):
+            if admission.pause and admission.over_limit(len(self.connections)):
+                self._pause()
+                return
             try:
                 conn_sock, peer = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -758,6 +862,7 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             except OSError as exc:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue  # the peer gave up while queued
+                bump(self.counters.accept_errors, errno_name(exc))
                 self._accept_failures(error=str(exc))
                 if exc.errno in RESOURCE_ERRNOS:  # back off: retrying at once would spin
                     self.loop.remove_reader(sock.fileno())
@@ -769,21 +874,33 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
 
     def _resume_accepting(self, sock: socket.socket) -> None:
         self._retries = [timer for timer in self._retries if not timer.cancelled()]
-        if sock in self._accepting:
+        if sock in self._accepting and not self._paused:
             self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
 
     def _accepted(self, conn_sock: socket.socket, peer: Any) -> None:
-        limit = self.options.max_connections
-        if len(self.connections) >= limit:
-            conn_sock.close()
-            self._refusals(max_connections=limit)
+        self.counters.accepted += 1
+        admission = self.admission
+        token: Token = None
+        if admission.over_limit(len(self.connections)):
+            reason: str | None = MAX_CONNECTIONS
+        elif admission.limits_addresses and self.options.proxy_trusted is None:
+            token = admission.acquire_address(peer)
+            reason = PER_IP if token is REFUSED else None
+        else:
+            reason = None
+        if reason is not None and not admission.refuse(reason):
+            conn_sock.close()  # counted; the handler does not answer it
             return
         conn_sock.setblocking(False)
         if conn_sock.family != getattr(socket, "AF_UNIX", None):
             conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = AsyncIOStreamConnection(self)
         conn._admitted = True
-        self.connections.add(conn)
+        if reason is not None:
+            self._will_answer(conn, reason)
+        else:
+            conn._ip_token = token
+            self.connections.add(conn)
         if self.stopping():
             # Accepted in the turn the stop was asked (the accept loop goes away at the next):
             # it was queued before, and is served as the connections waiting then are.
@@ -812,6 +929,10 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
         try:
             await self.loop.connect_accepted_socket(lambda: conn, sock, **tls)
         except Exception as exc:  # a failed or timed-out handshake, a reset: that peer only
+            if options.ssl is not None:
+                bump(self.counters.refused, "tls_handshake")
+                if is_handshake_timeout(exc):
+                    bump(self.counters.expired, "ssl_handshake_timeout")
             hint = not_tls_hint(exc) if options.ssl is not None else None
             if hint is not None:
                 address = normalize_address(peer)
@@ -824,31 +945,75 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
                 self.release(conn)
                 sock.close()
 
-    def admit(self, conn: AsyncIOStreamConnection) -> bool:
-        limit = self.options.max_connections
-        if len(self.connections) >= limit:
-            self._refusals(max_connections=limit)
-            return False
+    def admit(self, conn: AsyncIOStreamConnection) -> str | None:
+        """Count a connection made by uvloop's accept loop: None, or why it is refused."""
+        self.counters.accepted += 1
+        admission = self.admission
+        if admission.over_limit(len(self.connections)):
+            if admission.pause:
+                self._pause()  # uvloop's accept loop took more than the limit in one go
+            return MAX_CONNECTIONS
+        if admission.limits_addresses and self.options.proxy_trusted is None:
+            assert conn._transport is not None
+            token = admission.acquire_address(conn._transport.get_extra_info("peername"))
+            if token is REFUSED:
+                return PER_IP
+            conn._ip_token = token
         self.connections.add(conn)
+        if admission.pause and admission.over_limit(len(self.connections)):
+            # Full now: stop uvloop's accept loop before it takes one more (it accepts first
+            # and asks us after, so a connection past the limit would be refused).
+            self._pause()
         if self.stopping():
             # Accepted (by uvloop's accept loop, or a TLS handshake) before we stopped
             # accepting, made only now: its first request may be on the way, as for the
             # connections that were waiting when the drain began.
             self.loop.call_later(FIRST_REQUEST_GRACE, conn._begin_stop)
+        return None
+
+    def refuse(self, conn: AsyncIOStreamConnection, reason: str) -> bool:
+        """Count a refused connection; True if the handler answers it (``on_refused``, once
+        the connection is made: :meth:`answer`)."""
+        if not self.admission.refuse(reason):
+            return False
+        self._will_answer(conn, reason)
         return True
+
+    def _will_answer(self, conn: AsyncIOStreamConnection, reason: str) -> None:
+        conn._refusal = reason
+        self._answered.add(conn)
+
+    def answer(self, conn: AsyncIOStreamConnection) -> None:
+        """Run a refused connection's ``on_refused`` in a task of its own (cancelled at stop)."""
+        task = self.loop.create_task(conn._answer(), context=contextvars.copy_context())
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     def release(self, conn: AsyncIOStreamConnection) -> None:
         self.connections.discard(conn)
         if conn._task is not None:
             self.tasks.discard(conn._task)
+        token = conn._ip_token
+        if token is not None:
+            conn._ip_token = None
+            self.admission.release_address(token)
+        if conn in self._answered:
+            self._answered.discard(conn)
+            self.admission.answered()
+        if self.admission.released(len(self.connections)):
+            self._resume()
 
     def _stop_accepting(self) -> None:
         """Close the listening sockets at once: new clients are refused, not queued."""
         for created in self._servers:
             created.close()
         self._servers.clear()
+        for sock in self._uvloop_sockets:
+            sock.close()  # uvloop's accept loops had duplicates
+        self._uvloop_sockets.clear()
         for sock in self._accepting:
-            self.loop.remove_reader(sock.fileno())
+            if not self._paused:
+                self.loop.remove_reader(sock.fileno())
             sock.close()
         self._accepting.clear()
         for timer in self._retries:
@@ -864,7 +1029,7 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             remaining = deadline - self.loop.time()
             pending = set(self.tasks) | self._handshakes
             if remaining <= 0:
-                await drain_tasks(pending, 0, "connections", self.log)
+                await drain_tasks(pending, 0, "connections", self.log, self.counters)
                 return
             if pending:
                 await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)

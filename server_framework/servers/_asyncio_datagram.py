@@ -47,6 +47,7 @@ class AsyncIODatagramCore(AsyncIOCore):
         transport = endpoint._transport
         if transport is not None and not endpoint.closed:
             transport.sendto(data, self._address)
+            self._counters.bytes_out += len(data)
             return
         await endpoint.send(data, self._address)
 
@@ -171,12 +172,15 @@ class AsyncIODatagramEndpoint(DatagramEndpoint[AsyncIODatagramClient]):
     async def send(self, data: bytes, address: Any) -> None:
         if self.closed:
             raise ClosedResourceError("the server's socket is closed")
+        counters = self.options.counters
         if self._transport is not None:
             self._transport.sendto(data, address)  # buffers (with flow control) when full
+            counters.bytes_out += len(data)
             return
         while True:
             try:
                 self.sock.sendto(data, address)
+                counters.bytes_out += len(data)
                 return
             except (BlockingIOError, InterruptedError):
                 await self._wait_writable()
@@ -226,6 +230,9 @@ class AsyncIODatagramListener(AsyncIOListener[DatagramOptions]):
         for endpoint in self.endpoints:
             await endpoint.start()
 
+    def active(self) -> tuple[int, int]:
+        return (0, sum(len(endpoint.clients) for endpoint in self.endpoints))
+
     async def aclose(self) -> None:
         for endpoint in self.endpoints:
             endpoint.close()
@@ -235,6 +242,6 @@ class AsyncIODatagramListener(AsyncIOListener[DatagramOptions]):
             endpoint.stop_reading()
             for client in list(endpoint.clients.values()):
                 client._begin_stop()
-        await drain_tasks(set(self.tasks), grace, "peers", self.options.log)
+        await drain_tasks(set(self.tasks), grace, "peers", self.options.log, self.options.counters)
         for endpoint in self.endpoints:
             endpoint.close()

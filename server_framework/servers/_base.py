@@ -21,6 +21,9 @@ from server_framework import engine
 from server_framework._signals import serving
 from server_framework.backend import AsyncBackend, Event, current
 from server_framework.log import ensure_logging
+from server_framework.metrics import LATENCY_BUCKETS, LatencyHistogram, ServerMetrics
+from server_framework.metrics import register as register_metrics
+from server_framework.metrics import unregister as unregister_metrics
 from server_framework.sockets import (
     Address,
     SocketProxy,
@@ -29,7 +32,7 @@ from server_framework.sockets import (
     normalize_address,
     unix_text,
 )
-from server_framework.watchdog import watch_loop
+from server_framework.watchdog import LoopWatch, watch_loop
 
 from ._options import DatagramOptions, StreamOptions
 
@@ -80,6 +83,10 @@ class Listener(ABC, Generic[OptionsT]):
         """True once the server is shutting down: new peers are refused."""
         return self.stop is not None and self.stop.is_set()
 
+    def active(self) -> tuple[int, int]:
+        """``(connections, datagram peers)`` served now (read from any thread: a length)."""
+        return (0, 0)
+
     @abstractmethod
     async def serve(self, stop: Event) -> None:
         """Accept and serve until ``stop`` is set, then stop gracefully (see ``shutdown``)."""
@@ -112,6 +119,8 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         self._serving = False
         self._closed = False
         self._sockets_closed = False
+        self._watch: LoopWatch | None = None  # the loop's lag, while serving
+        self._name = ""  # the listener's name in metrics, once bound
 
     # -- to be provided by each transport ------------------------------------------------
 
@@ -154,6 +163,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             self._exit_stack = stack
             await self._options.handler.service_init(stack, self)
             self._listener = self._make_listener(backend)
+            self._name = self._listener_name()
         except BaseException:
             await self._close_resources()
             raise
@@ -194,12 +204,16 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         )
         if is_up_event is not None:
             is_up_event.set()
+        register_metrics(self)
         try:
             # Ctrl-C under server_framework.run() stops it gracefully; a blocked loop is told.
             with serving(self):
-                async with watch_loop(self.backend(), self._options.warn_blocked):
+                async with watch_loop(self.backend(), self._options.warn_blocked) as watch:
+                    self._watch = watch
                     await self._listener.serve(self._stop_event)
         finally:
+            unregister_metrics(self)
+            self._watch = None
             self._serving = False
             self._close_sockets()
             assert self._stopped_event is not None
@@ -228,9 +242,54 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         if self._stop_event is not None:
             self._stop_event.set()
 
+    def _listener_name(self) -> str:
+        """The server's name in metrics: its transport and first address."""
+        transport = self._transport_name()
+        addresses = self.get_addresses()
+        return f"{transport}://{_address_text(addresses[0])}" if addresses else transport
+
     def is_serving(self) -> bool:
         """True while :meth:`serve_forever` accepts clients."""
         return self._serving and not self._stop_requested
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        """What the server has counted so far: a :class:`~server_framework.metrics.ServerMetrics`
+        snapshot (counters since the server was made, gauges as they are now). Readable from
+        any thread, before, while and after serving."""
+        counters = self._options.counters
+        listener = self._listener
+        connections, peers = listener.active() if listener is not None else (0, 0)
+        watch = self._watch
+        handler = self._options.handler
+        busy = getattr(handler, "busy_threads", 0)
+        return ServerMetrics(
+            listener=self._name or self._transport_name(),
+            transport=self._transport_name(),
+            serving=self._serving and not self._stop_requested,
+            draining=self._serving and self._stop_requested,
+            connections_accepted=counters.accepted,
+            connections_refused=dict(counters.refused),
+            connections_active=connections,
+            peers_active=peers,
+            requests=counters.requests,
+            bytes_received=counters.bytes_in,
+            bytes_sent=counters.bytes_out,
+            handler_errors=dict(counters.errors),
+            deadlines_expired=dict(counters.expired),
+            accept_errors=dict(counters.accept_errors),
+            datagrams_received=counters.datagrams,
+            datagrams_dropped=dict(counters.dropped),
+            write_high_water_hits=counters.high_water,
+            threads_busy=busy if isinstance(busy, int) else 0,
+            loop_lag=watch.lag() if watch is not None else float("nan"),
+            latency=LatencyHistogram(
+                bounds=LATENCY_BUCKETS,
+                counts=counters.bucket_counts(),
+                sum=counters.latency_sum,
+                count=sum(counters.bucket_counts()),
+            ),
+        )
 
     def _transport_name(self) -> str:
         """What the server speaks, as logs and the command line name it: ``"tcp"``,

@@ -26,6 +26,7 @@ from server_framework.sockets import bind_inet, bind_unix
 from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 from ._base import AsyncBaseServer, Listener
+from ._limits import DEFAULT_PREFIXES
 from ._options import (
     DEFAULT_CLIENT_IDLE_TIMEOUT,
     DEFAULT_CLIENT_QUEUE_SIZE,
@@ -54,8 +55,9 @@ class AsyncDatagramServerBase(AsyncBaseServer[DatagramOptions], Generic[RequestT
 
     @property
     def dropped_datagrams(self) -> int:
-        """Datagrams dropped so far because a limit was reached (see the module docs)."""
-        return self._options.drops.count
+        """Datagrams dropped so far because a limit was reached (see the module docs; by
+        reason in ``metrics.datagrams_dropped``)."""
+        return sum(self._options.counters.dropped.values())
 
     @classmethod
     def from_sockets(
@@ -109,6 +111,15 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
             logger, as for :class:`~server_framework.servers.AsyncTCPServer`.
         warn_blocked: Warn when the event loop is blocked longer than this many seconds, as
             for :class:`~server_framework.servers.AsyncTCPServer`.
+        max_datagram_rate_per_ip: Datagrams per second accepted from one client address (or
+            network, see ``ip_prefixes``), as a token bucket; the excess is dropped before any
+            decoding, counted (``datagrams_dropped["datagram_rate_per_ip"]``), and logged once
+            when a client starts being limited and once when it stops. Unix peers are not
+            limited. Default None: no limit per client.
+        datagram_burst: The bucket's size: datagrams a quiet client may send at once (default:
+            one second's worth, at least 1).
+        ip_prefixes: How the rate groups addresses: ``(ipv4, ipv6)`` prefix lengths (default
+            ``(32, 64)``).
     """
 
     def __init__(
@@ -125,6 +136,9 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         logger: Any = None,
         warn_blocked: float | None = DEFAULT_WARN_BLOCKED,
+        max_datagram_rate_per_ip: float | None = None,
+        datagram_burst: float | None = None,
+        ip_prefixes: tuple[int, int] = DEFAULT_PREFIXES,
     ) -> None:
         super().__init__(
             protocol,
@@ -135,6 +149,9 @@ class AsyncUDPServer(AsyncDatagramServerBase[RequestT, ResponseT]):
             shutdown_timeout=shutdown_timeout,
             logger=logger,
             warn_blocked=warn_blocked,
+            max_datagram_rate_per_ip=max_datagram_rate_per_ip,
+            datagram_burst=datagram_burst,
+            ip_prefixes=ip_prefixes,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")

@@ -31,6 +31,7 @@ import time
 import traceback
 import types
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -42,6 +43,7 @@ from protocols import DeserializeError, LengthPrefixFramer, LineFramer, Protocol
 from protocols.diagnostics import likely_cause
 from server_framework import engine
 from server_framework.exceptions import BrokenResourceError, ClosedResourceError
+from server_framework.metrics import LATENCY_BUCKETS
 from server_framework.sockets import Address
 
 __all__ = [
@@ -61,10 +63,16 @@ __all__ = [
     "ConnectionDriver",
     "DatagramInbox",
     "RateLimitedLog",
+    "ServerCounters",
     "StdlibLog",
     "Wording",
     "bind_log_context",
+    "bump",
+    "errno_name",
+    "error_name",
+    "is_handshake_timeout",
     "log_bad_message",
+    "new_counters",
     "next_conn_id",
     "not_tls_hint",
     "overrides",
@@ -119,6 +127,7 @@ class Wording(NamedTuple):
     idle: str
     cancelled: str
     failed: str
+    idle_option: str  # the option whose expiry ends it when idle (a metrics key)
 
 
 STREAM_WORDS: Final = Wording(
@@ -128,6 +137,7 @@ STREAM_WORDS: Final = Wording(
     idle="closing idle connection",
     cancelled="connection cancelled",
     failed="connection failed",
+    idle_option="idle_timeout",
 )
 PEER_WORDS: Final = Wording(
     disconnected="peer gone during a request",
@@ -136,6 +146,7 @@ PEER_WORDS: Final = Wording(
     idle="dropping idle peer",
     cancelled="peer's handler cancelled",
     failed="peer's handler failed",
+    idle_option="client_idle_timeout",
 )
 
 
@@ -347,16 +358,28 @@ class RateLimitedLog:
     """Counts an event and logs its 1st, 2nd, 4th, 8th... occurrence: a flood of refused
     connections or dropped datagrams cannot flood the log, yet the count keeps growing."""
 
-    __slots__ = ("_event", "_level", "count", "log")
+    __slots__ = ("_event", "_key", "_level", "_table", "count", "log")
 
-    def __init__(self, event: str, level: str = "warning", log: Any = logger) -> None:
+    def __init__(
+        self,
+        event: str,
+        level: str = "warning",
+        log: Any = logger,
+        *,
+        table: dict[str, int] | None = None,
+        key: str = "",
+    ) -> None:
         self._event = event
         self._level = level
+        self._table = table  # a ServerCounters table where each occurrence counts as key
+        self._key = key
         self.count = 0
         self.log = log  # the server's logger
 
     def __call__(self, **details: Any) -> None:
         """Count one occurrence; log it if the count is a power of two."""
+        if self._table is not None:
+            bump(self._table, self._key)
         self.count += 1
         count = self.count
         if count & (count - 1) == 0:
@@ -429,6 +452,96 @@ class DatagramInbox:
         return items
 
 
+class ServerCounters:
+    """What one server counts (:mod:`server_framework.metrics`), shared by its listener and
+    every connection or datagram peer it serves, updated in the loop's thread only.
+
+    The integers are bumped on the request path (``requests`` and the latency buckets per
+    request, bytes per read and per write, ``datagrams`` per datagram); the tables (refusals,
+    handler errors, deadlines, accept errors, drops: reason -> count) only on the rare paths,
+    through :func:`bump`. This class is the reference of the compiled engine's
+    ``ServerCounters``, whose integers are C fields.
+    """
+
+    __slots__ = (
+        "accept_errors",
+        "accepted",
+        "buckets",
+        "bytes_in",
+        "bytes_out",
+        "datagrams",
+        "dropped",
+        "errors",
+        "expired",
+        "high_water",
+        "latency_sum",
+        "refused",
+        "requests",
+    )
+
+    def __init__(self) -> None:
+        self.accepted = 0  # connections accepted
+        self.requests = 0  # requests handled (what the latency histogram counts)
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.high_water = 0  # a connection's replies reached the high-water mark
+        self.datagrams = 0  # datagrams received
+        self.latency_sum = 0.0
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.refused: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.expired: dict[str, int] = {}
+        self.accept_errors: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    def observe(self, seconds: float) -> None:
+        """Count one request handled in ``seconds``."""
+        self.requests += 1
+        self.latency_sum += seconds
+        self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+
+    def bucket_counts(self) -> tuple[int, ...]:
+        """Requests per latency bucket (see :class:`~server_framework.metrics.LatencyHistogram`)."""
+        return tuple(self.buckets)
+
+
+def bump(table: dict[str, int], key: str) -> None:
+    """Count one more ``key`` in one of :class:`ServerCounters`' tables."""
+    table[key] = table.get(key, 0) + 1
+
+
+def errno_name(exc: OSError) -> str:
+    """An OS error's errno as the metrics name it: ``EMFILE`` (the number if unknown)."""
+    if exc.errno is None:
+        return type(exc).__name__
+    return errno.errorcode.get(exc.errno, str(exc.errno))
+
+
+def is_handshake_timeout(exc: BaseException) -> bool:
+    """True if a failed TLS handshake ran out of ``ssl_handshake_timeout``: asyncio and uvloop
+    abort it with "SSL handshake is taking longer than N seconds"; trio's scope raises
+    TimeoutError."""
+    return isinstance(exc, TimeoutError) or "taking longer than" in str(exc)
+
+
+def error_name(exc: BaseException) -> str:
+    """How the metrics name an exception's type: ``ValueError``, ``mymodule.QuotaError``."""
+    kind = type(exc)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+if TYPE_CHECKING:
+    _ServerCounters = ServerCounters
+else:
+    _ServerCounters = ServerCounters if engine.compiled is None else engine.compiled.ServerCounters
+
+
+def new_counters() -> ServerCounters:
+    """A server's counters, of the engine that runs."""
+    return _ServerCounters()
+
+
 class DriverCore:
     """The per-request part of :class:`ConnectionDriver`: its state, and stepping the handler.
 
@@ -444,6 +557,7 @@ class DriverCore:
         "_agen",
         "_broken_reason",
         "_close_requested",
+        "_counters",
         "_decoder",
         "_frame_mark",
         "_frame_started",
@@ -457,6 +571,7 @@ class DriverCore:
         "_lost",
         "_out",
         "_params",
+        "_pending_since",
         "_protocol",
         "_received",
         "_request_deadline",
@@ -487,6 +602,7 @@ class DriverCore:
         high_water: int = sys.maxsize,
         words: Wording,
         log: Any = None,
+        counters: ServerCounters | None = None,
     ) -> None:
         # What the server configured (see StreamOptions / DatagramOptions).
         self._handler = handler
@@ -516,6 +632,10 @@ class DriverCore:
         self._log = logger if log is None else log  # the server's logger (resolve_logger)
         self.id = conn_id
         self.state: dict[str, Any] = {}
+        # The server's counters, and when the request whose step blocked began (0.0: none;
+        # a request's latency counts from the start of the batch that handles it).
+        self._counters = counters if counters is not None else new_counters()
+        self._pending_since = 0.0
 
     # -- the state machine --------------------------------------------------------------
 
@@ -528,7 +648,10 @@ class DriverCore:
         if self._respond is not None:
             return self._process_responses()
         decoder = self._decoder
+        counters = self._counters
+        batch_at = now()
         while not (self._lost or self._close_requested):
+            timed = False
             agen = self._agen
             if agen is None:
                 if self._stopping and not decoder.buffered:
@@ -553,6 +676,7 @@ class DriverCore:
                     coro = agen.athrow(exc)
                 else:
                     coro = agen.asend(request)
+                    timed = True
             # self._step(coro), inlined: this runs for every request.
             try:
                 yielded = coro.send(None)
@@ -563,7 +687,11 @@ class DriverCore:
             except Exception as exc:
                 self._on_error(exc)
             else:
+                if timed:
+                    self._pending_since = batch_at
                 return (coro, yielded, _STEP)
+            if timed:
+                counters.observe(now() - batch_at)
             if decoder.broken:
                 self._on_framing_error()
         return None
@@ -573,6 +701,8 @@ class DriverCore:
         decoder = self._decoder
         respond = self._respond
         send = self.send_packet
+        counters = self._counters
+        batch_at = now()
         while not (self._lost or self._close_requested):
             try:
                 request = next(decoder)
@@ -590,13 +720,19 @@ class DriverCore:
                     coro = self._handler.on_bad_message(error, self)
                 yielded = coro.send(None)
             except StopIteration as stop:
+                if error is None:
+                    counters.observe(now() - batch_at)
                 if stop.value is not None:
                     blocked = self._send_response(send, stop.value)
                     if blocked is not None:
                         return blocked
             except Exception as exc:  # raised by respond(), or by a respond() that is not async
+                if error is None:
+                    counters.observe(now() - batch_at)
                 self._on_error(exc)
             else:
+                if error is None:
+                    self._pending_since = batch_at
                 return (coro, yielded, _RESPOND)
             if decoder.broken:
                 self._on_framing_error()
@@ -682,6 +818,7 @@ class DriverCore:
         self._request_close()
 
     def _close_after_error(self, exc: BaseException) -> None:
+        bump(self._counters.errors, error_name(exc))
         self._log.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 
@@ -723,6 +860,7 @@ class ConnectionDriver(_Core, ABC):
             high_water=options.write_high_water,
             words=STREAM_WORDS,
             log=options.log,
+            counters=options.counters,
         )
 
     def _init_peer(self, options: Any) -> None:
@@ -738,6 +876,7 @@ class ConnectionDriver(_Core, ABC):
             idle_timeout=options.client_idle_timeout,
             words=PEER_WORDS,
             log=options.log,
+            counters=options.counters,
         )
 
     async def _finish_blocked(self, blocked: Blocked) -> None:
@@ -745,11 +884,14 @@ class ConnectionDriver(_Core, ABC):
         coro, yielded, kind = blocked
         try:
             value = await resume_blocked(coro, yielded)
+            self._end_request()
             if kind == _RESPOND and value is not None:
                 await self.send_packet(value)
         except StopAsyncIteration:
+            self._end_request()
             self._on_return()
         except Exception as exc:
+            self._end_request()
             self._on_error(exc)
         else:
             if kind == _STEP:
@@ -757,15 +899,26 @@ class ConnectionDriver(_Core, ABC):
         if self._decoder.broken:
             self._on_framing_error()
 
+    def _end_request(self) -> None:
+        """The request whose step blocked is done: count it, with its latency."""
+        since = self._pending_since
+        if since:
+            self._pending_since = 0.0
+            self._counters.observe(now() - since)
+
     async def _expired(self, marker: object) -> bool:
         """A deadline expired while parked: True if the connection ends (``idle_timeout``,
         ``frame_timeout``); a request timeout is thrown into the handler instead (False)."""
+        expired = self._counters.expired
         if marker is REQUEST_TIMEOUT:
+            bump(expired, "request_timeout")
             await self._throw_timeout()
             return False
         if marker is IDLE_TIMEOUT:
+            bump(expired, self._words.idle_option)
             self._log.debug(self._words.idle)
         else:
+            bump(expired, "frame_timeout")
             self._log.debug("closing connection: frame_timeout expired mid-frame")
         return True
 

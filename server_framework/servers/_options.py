@@ -20,7 +20,8 @@ from protocols import DatagramProtocol, StreamProtocol, TrustedProxies
 from server_framework.sockets import DEFAULT_BACKLOG
 from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
-from ._driver import RateLimitedLog, resolve_logger
+from ._driver import RateLimitedLog, ServerCounters, new_counters, resolve_logger
+from ._limits import DEFAULT_PREFIXES, check_prefixes
 
 # The DEFAULT_* constants are public through the package, server_framework.servers.
 __all__ = ["DatagramOptions", "StreamOptions"]
@@ -58,6 +59,11 @@ DEFAULT_MAX_CLIENTS: Final = 10_000
 DEFAULT_CLIENT_QUEUE_SIZE: Final = 64
 #: Seconds of silence after which a peer's client (task, generator, state) is dropped.
 DEFAULT_CLIENT_IDLE_TIMEOUT: Final = 30.0
+#: What a stream server does at ``max_connections``: ``"reject"`` accepts and closes each new
+#: connection (after the handler's ``on_refused``, if it has one), so clients learn at once;
+#: ``"pause"`` stops accepting until a tenth of the connections have ended, and the kernel's
+#: backlog queues the newcomers.
+DEFAULT_OVERLOAD: Final = "reject"
 
 
 def _check_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
@@ -89,7 +95,8 @@ class StreamOptions:
     Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncTCPServer`;
     ``proxy_trusted`` is ``proxy_allow`` parsed (None without the PROXY protocol): the one place
     that decides who may send a PROXY header, checked on every connection; ``log`` is what the
-    server logs through (``logger`` resolved: see ``_driver.resolve_logger``).
+    server logs through (``logger`` resolved: see ``_driver.resolve_logger``); ``counters``
+    what it counts (``server.metrics``), held here because every connection holds this object.
     """
 
     protocol: StreamProtocol[Any, Any]
@@ -111,8 +118,12 @@ class StreamOptions:
     logger: Any = None
     log_connections: bool = True
     warn_blocked: float | None = DEFAULT_WARN_BLOCKED
+    max_connections_per_ip: int | None = None
+    ip_prefixes: tuple[int, int] = DEFAULT_PREFIXES
+    overload: Literal["reject", "pause"] = DEFAULT_OVERLOAD
     proxy_trusted: TrustedProxies | None = field(init=False)
     log: Any = field(init=False, compare=False, repr=False)
+    counters: ServerCounters = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, StreamProtocol):
@@ -132,6 +143,11 @@ class StreamOptions:
         _check_bool("keepalive", self.keepalive)
         _check_bool("log_connections", self.log_connections)
         _check_warn_blocked(self.warn_blocked)
+        if self.max_connections_per_ip is not None:
+            _check_at_least_one("max_connections_per_ip", self.max_connections_per_ip)
+        object.__setattr__(self, "ip_prefixes", check_prefixes(self.ip_prefixes, "ip_prefixes"))
+        if self.overload not in ("reject", "pause"):
+            raise ValueError(f"overload must be 'reject' or 'pause', got {self.overload!r}")
         if self.proxy_protocol not in (None, "v1", "v2", "auto"):
             raise ValueError(
                 f"proxy_protocol must be 'v1', 'v2', 'auto' or None, got {self.proxy_protocol!r}"
@@ -144,6 +160,7 @@ class StreamOptions:
         trusted = TrustedProxies(self.proxy_allow) if self.proxy_protocol is not None else None
         object.__setattr__(self, "proxy_trusted", trusted)  # a derived field of a frozen class
         object.__setattr__(self, "log", resolve_logger(self.logger))
+        object.__setattr__(self, "counters", new_counters())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -152,7 +169,7 @@ class DatagramOptions:
 
     Attributes mirror the keyword arguments of :class:`~server_framework.servers.AsyncUDPServer`;
     ``drops`` counts (and logs, at a bounded rate) the datagrams dropped at a limit; ``log`` is
-    what the server logs through (``logger`` resolved).
+    what the server logs through (``logger`` resolved); ``counters`` what it counts.
     """
 
     protocol: DatagramProtocol[Any, Any]
@@ -163,10 +180,14 @@ class DatagramOptions:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     logger: Any = None
     warn_blocked: float | None = DEFAULT_WARN_BLOCKED
+    max_datagram_rate_per_ip: float | None = None
+    datagram_burst: float | None = None
+    ip_prefixes: tuple[int, int] = DEFAULT_PREFIXES
     drops: RateLimitedLog = field(
         default_factory=lambda: RateLimitedLog("dropping datagram"), compare=False
     )
     log: Any = field(init=False, compare=False, repr=False)
+    counters: ServerCounters = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, DatagramProtocol):
@@ -180,7 +201,13 @@ class DatagramOptions:
             raise ValueError(f"client_idle_timeout must be > 0, got {self.client_idle_timeout}")
         _check_shutdown_timeout(self.shutdown_timeout)
         _check_warn_blocked(self.warn_blocked)
+        _check_positive("max_datagram_rate_per_ip", self.max_datagram_rate_per_ip, allow_none=True)
+        _check_positive("datagram_burst", self.datagram_burst, allow_none=True)
+        if self.datagram_burst is not None and self.max_datagram_rate_per_ip is None:
+            raise ValueError("datagram_burst applies with max_datagram_rate_per_ip only")
+        object.__setattr__(self, "ip_prefixes", check_prefixes(self.ip_prefixes, "ip_prefixes"))
         object.__setattr__(self, "log", resolve_logger(self.logger))
+        object.__setattr__(self, "counters", new_counters())
         self.drops.log = self.log
 
 

@@ -12,6 +12,8 @@ from server_framework.backend import AsyncBackend
 from server_framework.sockets import MAX_DATAGRAM_SIZE, Address, SocketProxy, normalize_address
 
 from ._base import Listener
+from ._driver import bump, now
+from ._limits import DatagramRatePerPeer
 from ._options import DatagramOptions
 
 __all__ = ["RECEIVE_LIMIT", "DatagramEndpoint", "DatagramPeer"]
@@ -19,6 +21,8 @@ __all__ = ["RECEIVE_LIMIT", "DatagramEndpoint", "DatagramPeer"]
 #: What a datagram read asks for: one byte more than the largest datagram we take, so that a
 #: longer one (a Unix datagram can be) is seen as too long instead of silently truncated.
 RECEIVE_LIMIT: Final = MAX_DATAGRAM_SIZE + 1
+#: Seconds between two sweeps of the datagram rate table (``max_datagram_rate_per_ip``).
+RATE_SWEEP_INTERVAL: Final = 5.0
 
 
 class DatagramPeer(DatagramClient[Any]):
@@ -85,6 +89,30 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
         self.sock = sock
         self.clients: dict[Any, PeerT] = {}
         self.closed = False
+        rate = self.options.max_datagram_rate_per_ip
+        #: The datagram rate per client address (None: not limited).
+        self.rate: DatagramRatePerPeer | None = (
+            None
+            if rate is None
+            else DatagramRatePerPeer(
+                rate,
+                self.options.datagram_burst,
+                self.options.ip_prefixes,
+                on_transition=self._rate_transition,
+            )
+        )
+        self._expire_at = 0.0  # when the rate table is next swept for quiet clients
+
+    def _rate_transition(self, key: str, limited: bool, refused: int) -> None:
+        log = self.options.log
+        if limited:
+            log.warning(
+                "max_datagram_rate_per_ip reached: dropping this client's excess datagrams",
+                client=key,
+                max_datagram_rate_per_ip=self.options.max_datagram_rate_per_ip,
+            )
+        else:
+            log.info("client below max_datagram_rate_per_ip again", client=key, dropped=refused)
 
     @abstractmethod
     def _new_client(self, address: Any) -> PeerT:
@@ -101,7 +129,20 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
     def _dispatch(self, data: bytes, address: Any) -> None:
         """Hand a received datagram to its peer's client (created within ``max_clients``)."""
         options = self.options
+        counters = options.counters
+        counters.datagrams += 1
+        counters.bytes_in += len(data)
+        rate = self.rate
+        if rate is not None:
+            moment = now()
+            if moment >= self._expire_at:  # quiet clients' episodes end, their buckets go
+                self._expire_at = moment + RATE_SWEEP_INTERVAL
+                rate.expire(moment)
+            if not rate.allow(address, moment):
+                bump(counters.dropped, "datagram_rate_per_ip")
+                return
         if len(data) > MAX_DATAGRAM_SIZE:
+            bump(counters.dropped, "too_large")
             options.drops(reason="datagram too large", limit=MAX_DATAGRAM_SIZE)
             return
         client = self.clients.get(address)
@@ -109,6 +150,7 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
             if self.listener.stopping():
                 return
             if len(self.clients) >= options.max_clients:
+                bump(counters.dropped, "max_clients")
                 options.drops(reason="max_clients reached")
                 return
             client = self.clients[address] = self._new_client(address)
@@ -116,6 +158,7 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
             self._start(client)
             return
         if not client._decoder.feed(data):
+            bump(counters.dropped, "client_queue_size")
             options.drops(reason="client queue full")
             return
         client._fed(len(data))

@@ -27,6 +27,7 @@ from typing import Any, Generic, Self, TypeVar
 from handlers.base import DatagramRequestHandler, StreamRequestHandler
 from protocols import DatagramProtocol, StreamProtocol
 from server_framework.backend import BackendName, ThreadsPortal, current, run
+from server_framework.metrics import ServerMetrics
 from server_framework.sockets import Address, SocketProxy
 
 from ._base import AsyncBaseServer, SupportsSet
@@ -143,6 +144,12 @@ class StandaloneServer(Generic[ServerT]):
     def is_serving(self) -> bool:
         """True while the server accepts clients."""
         return self._server.is_serving()
+
+    @property
+    def metrics(self) -> ServerMetrics:
+        """What the server has counted so far (see the asynchronous server's ``metrics``);
+        readable from any thread."""
+        return self._server.metrics
 
     def get_addresses(self) -> list[Address]:
         """The bound addresses (known from construction)."""

@@ -16,9 +16,11 @@ from server_framework.sockets import DEFAULT_BACKLOG, bind_inet, bind_unix, set_
 from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
 from ._base import AsyncBaseServer, Listener
+from ._limits import DEFAULT_PREFIXES
 from ._options import (
     DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_OVERLOAD,
     DEFAULT_PROXY_ALLOW,
     DEFAULT_PROXY_HEADER_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -142,6 +144,22 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             task for longer than this many seconds (default 0.2), with the blocking code's
             stack and the handler method and peer it was serving (see
             :mod:`server_framework.watchdog`); 0 or None: off.
+        max_connections_per_ip: Connections served at once per client address (or per
+            network, see ``ip_prefixes``); beyond it a client's new connections are refused
+            (after the handler's ``on_refused``, if it defines one), logged once per client
+            when it starts and once when it stops. Behind a trusted PROXY protocol balancer,
+            the original client's address counts. Unix peers are not limited. Default None:
+            no limit per client (NAT and proxies put many users behind one address); the
+            server-wide ``max_connections`` still applies.
+        ip_prefixes: How ``max_connections_per_ip`` groups addresses: ``(ipv4, ipv6)`` prefix
+            lengths (default ``(32, 64)``: each IPv4 address alone, each IPv6 /64 together,
+            what one host usually owns).
+        overload: What happens at ``max_connections``: ``"reject"`` (default) accepts each new
+            connection and closes it at once, after the handler's ``on_refused`` if it
+            defines one (to send a "busy" message); ``"pause"`` stops accepting, so the
+            kernel's backlog queues newcomers until a tenth of the connections have ended.
+            Either way one line is logged when the limit is reached and one when the server
+            is below it again, and refusals are counted (``server.metrics``).
 
     Example::
 
@@ -176,6 +194,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
         logger: Any = None,
         log_connections: bool = True,
         warn_blocked: float | None = DEFAULT_WARN_BLOCKED,
+        max_connections_per_ip: int | None = None,
+        ip_prefixes: tuple[int, int] = DEFAULT_PREFIXES,
+        overload: Literal["reject", "pause"] = DEFAULT_OVERLOAD,
     ) -> None:
         super().__init__(
             protocol,
@@ -197,6 +218,9 @@ class AsyncTCPServer(AsyncStreamServerBase[RequestT, ResponseT]):
             logger=logger,
             log_connections=log_connections,
             warn_blocked=warn_blocked,
+            max_connections_per_ip=max_connections_per_ip,
+            ip_prefixes=ip_prefixes,
+            overload=overload,
         )
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")

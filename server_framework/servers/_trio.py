@@ -32,6 +32,7 @@ a lock, since trio allows one task at a time to wait for writability).
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,7 @@ from server_framework.sockets import (
     set_abortive_close,
 )
 
+from ._admission import MAX_CONNECTIONS, PER_IP, REFUSAL_ANSWER_TIMEOUT, REFUSED, Admission, Token
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
@@ -63,6 +65,8 @@ from ._driver import (
     RateLimitedLog,
     begin_stop,
     bind_log_context,
+    bump,
+    errno_name,
     not_tls_hint,
     now,
     stop_all,
@@ -79,6 +83,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
     __slots__ = (
         "_aborted",
         "_eof",
+        "_ip_token",
         "_listener",
         "_parked",
         "_peer",
@@ -89,6 +94,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         "_send_lot",
         "_sending",
         "_sock",
+        "_started",
         "_tls",
         "_write_timeout",
     )
@@ -105,6 +111,8 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         self._receive: Callable[[int], Awaitable[bytes | bytearray]] = self._raw_receive
         self._send_all: Callable[[bytes | bytearray], Awaitable[None]] = self._sock_send_all
         self._scope: trio.CancelScope | None = None
+        self._ip_token: Token = None  # counted against max_connections_per_ip (_admission)
+        self._started = False  # the handler's on_connection ran (so on_disconnection will)
         self._parked = False
         self._sending = False
         self._send_lot: trio.lowlevel.ParkingLot | None = None
@@ -122,11 +130,14 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             return
         if self._lost or self._close_requested:
             raise self._closed_error()
-        await self._send(self._protocol.encode(packet))
+        data = self._protocol.encode(packet)
+        self._counters.bytes_out += len(data)
+        await self._send(data)
 
     async def _batch_full(self) -> None:
         # A handler sent a lot in one step: block, so that the batch goes out now (a helper
         # task sends it), and wait until it is sent.
+        self._counters.high_water += 1
         await trio.lowlevel.checkpoint()
         await self._sent()
 
@@ -192,17 +203,29 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         listener = self._listener
         try:
             with trio.CancelScope() as self._scope:
-                if (
-                    listener.options.proxy_trusted is not None
-                    and not await self._read_proxy_header()
-                ):
-                    return
+                if listener.options.proxy_trusted is not None:
+                    accepted_from = self._peer
+                    if not await self._read_proxy_header():
+                        return
+                    admission = listener.admission
+                    if admission.limits_addresses and self._peer is not accepted_from:
+                        # The original client, from the trusted proxy's header, is limited.
+                        token = admission.acquire_address(self._peer)
+                        if token is REFUSED:
+                            if admission.refuse(PER_IP):
+                                try:
+                                    await self._answer(PER_IP)
+                                finally:
+                                    admission.answered()
+                            return
+                        self._ip_token = token
                 bind_log_context(conn_id=self.id, peer=self._peer_for_log())
                 ssl = listener.options.ssl
                 if ssl is not None and not await self._handshake(ssl):
                     return
                 if listener.options.log_connections:
                     listener.log.debug("connection accepted")
+                self._started = True
                 await self._connected()
                 await self._serve()
         except Exception as exc:
@@ -224,6 +247,8 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                 blocked = self._process()
             finally:
                 self._out = None
+            if out:
+                self._counters.bytes_out += len(out)
             if blocked is not None:
                 if out:
                     # Nothing may be awaited between a step's suspension and its resumption:
@@ -277,6 +302,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             return
         self._decoder.feed(data if type(data) is bytes else bytes(data))
         self._fed(len(data))
+        self._counters.bytes_in += len(data)
 
     async def _read_proxy_header(self) -> bool:
         """Read the PROXY protocol header; False (after logging why) if we must close."""
@@ -302,6 +328,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             except OSError:
                 return False
         if header is None:
+            bump(self._counters.expired, "proxy_header_timeout")
             listener.refuse_proxy(reason="no header in time")
             return False
         if not header.is_local and header.source is not None:
@@ -321,6 +348,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
             try:
                 await stream.do_handshake()
             except trio.BrokenResourceError as exc:
+                bump(self._counters.refused, "tls_handshake")
                 hint = not_tls_hint(exc)
                 if hint is not None:
                     self._listener.refuse_plaintext(hint=hint)  # peer: in the log context
@@ -328,6 +356,8 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                     self._log.debug("TLS handshake failed", error=str(exc.__cause__ or exc))
                 return False
         if scope.cancelled_caught:
+            bump(self._counters.refused, "tls_handshake")
+            bump(self._counters.expired, "ssl_handshake_timeout")
             self._log.debug("TLS handshake timed out")
             return False
         return True
@@ -459,15 +489,43 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
         raise self._write_timed_out()
 
     def _write_timed_out(self) -> TimeoutError:
+        bump(self._counters.expired, "write_timeout")
         self._broken_reason = (
             f"the peer read nothing for {self._write_timeout} seconds (write_timeout)"
         )
         self._log.debug("closing connection: write_timeout expired")
         return TimeoutError(self._broken_reason)  # an OSError: the senders' "peer gone"
 
+    async def answer_refusal(self, reason: str) -> None:
+        """The task of a connection refused at accept whose handler answers it (after the TLS
+        handshake, if any), then closes it."""
+        admission = self._listener.admission
+        try:
+            bind_log_context(conn_id=self.id, peer=self._peer_for_log())
+            ssl = self._listener.options.ssl
+            with trio.move_on_after(REFUSAL_ANSWER_TIMEOUT):
+                if ssl is None or await self._handshake(ssl):
+                    await self._answer(reason)
+        finally:
+            admission.answered()
+            with trio.CancelScope(shield=True):
+                await self._cleanup()
+
+    async def _answer(self, reason: str) -> None:
+        """The handler's ``on_refused`` (within ``REFUSAL_ANSWER_TIMEOUT``)."""
+        with trio.move_on_after(REFUSAL_ANSWER_TIMEOUT) as scope:
+            try:
+                await self._listener.options.handler.on_refused(self, reason)
+            except Exception as exc:
+                self._log.error("on_refused() failed", exc_info=exc)
+        if scope.cancelled_caught:
+            self._log.debug("on_refused() did not finish in time", timeout=REFUSAL_ANSWER_TIMEOUT)
+        self._close_requested = True
+
     async def _cleanup(self) -> None:
         self._log_unframed()
-        await self._end_handler()
+        if self._started:
+            await self._end_handler()
         if not self._aborted:
             # Replies still being sent by a helper task go out before the socket closes.
             close_timeout = self._listener.options.ssl_shutdown_timeout
@@ -491,9 +549,14 @@ class TrioStreamListener(Listener[StreamOptions]):
         super().__init__(options, sockets, backend)
         self.connections: set[TrioStreamConnection] = set()
         log = self.log
-        self._refusals = RateLimitedLog("refusing connection: max_connections reached", log=log)
+        self.counters = counters = options.counters
+        self.admission = Admission(options, log)
+        self._room: trio.Event | None = None  # set when a paused accept loop may go on
         self.refuse_proxy = RateLimitedLog(
-            "closing connection: PROXY protocol check failed", log=log
+            "closing connection: PROXY protocol check failed",
+            log=log,
+            table=counters.refused,
+            key="proxy_protocol",
         )
         self.refuse_plaintext = RateLimitedLog(
             "closing connection: the TLS handshake failed", log=log
@@ -503,9 +566,19 @@ class TrioStreamListener(Listener[StreamOptions]):
         self._drained = trio.Event()  # set when the last connection ends during a drain
         self.nursery: trio.Nursery | None = None  # where connection tasks (and helpers) run
 
+    def active(self) -> tuple[int, int]:
+        return (len(self.connections), 0)
+
     def release(self, conn: TrioStreamConnection) -> None:
         """Forget a connection that ended."""
         self.connections.discard(conn)
+        token = conn._ip_token
+        if token is not None:
+            conn._ip_token = None
+            self.admission.release_address(token)
+        if self.admission.released(len(self.connections)) and self._room is not None:
+            self._room.set()
+            self._room = None
         if self._draining and not self.connections:
             self._drained.set()
 
@@ -545,6 +618,8 @@ class TrioStreamListener(Listener[StreamOptions]):
                     stop_all(fresh)
                 await self._drained.wait()
         if self.connections:
+            expired = self.counters.expired
+            expired["shutdown_timeout"] = expired.get("shutdown_timeout", 0) + len(self.connections)
             self.log.warning(
                 "cancelling connections still busy after the grace period",
                 count=len(self.connections),
@@ -552,29 +627,51 @@ class TrioStreamListener(Listener[StreamOptions]):
         nursery.cancel_scope.cancel()
 
     async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
-        limit = self.options.max_connections
+        admission = self.admission
+        by_address = admission.limits_addresses and self.options.proxy_trusted is None
         while True:
+            if admission.pause and admission.over_limit(len(self.connections)):
+                # overload="pause": accept nothing until connections end (the kernel queues).
+                if self._room is None:
+                    self._room = trio.Event()
+                await self._room.wait()
+                continue
             try:
                 conn_sock, peer = sock.accept()
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
                 continue
             except OSError as exc:
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # the peer gave up while queued
                 if exc.errno not in RESOURCE_ERRNOS:
                     raise
+                bump(self.counters.accept_errors, errno_name(exc))
                 self._accept_failures(error=str(exc))
                 await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
-            if len(self.connections) >= limit:
-                conn_sock.close()
-                self._refusals(max_connections=limit)
+            self.counters.accepted += 1
+            token: Token = None
+            if admission.over_limit(len(self.connections)):
+                reason: str | None = MAX_CONNECTIONS
+            elif by_address:
+                token = admission.acquire_address(peer)
+                reason = PER_IP if token is REFUSED else None
+            else:
+                reason = None
+            if reason is not None and not admission.refuse(reason):
+                conn_sock.close()  # counted; the handler does not answer it
                 continue
             conn_sock.setblocking(False)
             if conn_sock.family != socket.AF_UNIX:
                 conn_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = TrioStreamConnection(self, conn_sock, peer)
-            self.connections.add(conn)
-            nursery.start_soon(conn.run)
+            if reason is not None:
+                nursery.start_soon(conn.answer_refusal, reason)
+            else:
+                conn._ip_token = token
+                self.connections.add(conn)
+                nursery.start_soon(conn.run)
             del conn  # this frame waits in accept() next: hold no finished connection alive
             await trio.lowlevel.checkpoint()  # a connection flood must not starve the others
 
@@ -681,6 +778,7 @@ class TrioDatagramEndpoint(DatagramEndpoint[TrioDatagramClient]):
     async def send(self, data: bytes, address: Any) -> None:
         if self.closed:
             raise ClosedResourceError("the server's socket is closed")
+        self.options.counters.bytes_out += len(data)
         try:
             self.raw.sendto(data, address)
             return
@@ -703,6 +801,9 @@ class TrioDatagramListener(Listener[DatagramOptions]):
 
     def _client_count(self) -> int:
         return sum(len(endpoint.clients) for endpoint in self.endpoints)
+
+    def active(self) -> tuple[int, int]:
+        return (0, self._client_count())
 
     def client_ended(self) -> None:
         if self._draining and not self._client_count():
@@ -734,6 +835,8 @@ class TrioDatagramListener(Listener[DatagramOptions]):
             with trio.move_on_after(grace):
                 await self._drained.wait()
         if self._client_count():
+            expired = self.options.counters.expired
+            expired["shutdown_timeout"] = expired.get("shutdown_timeout", 0) + self._client_count()
             self.log.warning(
                 "cancelling peers still busy after the grace period", count=self._client_count()
             )

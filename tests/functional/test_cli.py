@@ -303,6 +303,23 @@ def test_max_frame_size_applies() -> None:
         assert server.wait() == 0
 
 
+def test_limits_per_client_apply() -> None:
+    args = ["--max-connections-per-ip", "1", "--overload", "pause"]
+    with serving(
+        ECHO, "--tcp", LOCAL, "--udp", LOCAL, *args, "--max-datagram-rate-per-ip", "1"
+    ) as server:
+        address = server.addresses("tcp")[0]
+        with contextlib.closing(LineClient(connect(address))) as first:
+            first.send("one")
+            assert first.recv() == "one"
+            with contextlib.closing(LineClient(connect(address))) as second:
+                assert second.recv_eof()  # a second connection from 127.0.0.1: refused
+        assert udp_exchange(server.addresses("udp")[0], b'"a"\n') == b'"a"'
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert "max_connections_per_ip reached" in server.output()
+
+
 # -- TLS --------------------------------------------------------------------------------------
 
 

@@ -271,6 +271,31 @@ async def test_howto_tcp_serve_for(backend_name: str) -> None:
     assert server.get_addresses() == []
 
 
+async def test_howto_busy_server(backend_name: str) -> None:
+    server = example("busy_server").make_server("127.0.0.1", 0, max_connections=1)
+    async with serving(server):
+        address = server.get_addresses()[0]
+
+        def scenario() -> tuple[Any, Any, bool]:
+            first = LineClient(connect(address))
+            try:
+                first.send("me")
+                served = first.recv()
+                second = LineClient(connect(address))  # one too many: answered, closed
+                try:
+                    return served, second.recv(), second.recv_eof()
+                finally:
+                    second.close()
+            finally:
+                first.close()
+
+        served, refused, closed = await in_thread(scenario)
+    assert served == {"quote": "Simple is better than complex.", "for": "me"}
+    assert refused == {"error": "busy", "reason": "max_connections", "retry_after": 1.0}
+    assert closed
+    assert server.metrics.connections_refused == {"max_connections": 1}
+
+
 async def test_howto_udp_rate_limit(backend_name: str) -> None:
     async with serving(example("udp_rate_limit").make_server("127.0.0.1", 0)) as server:
 

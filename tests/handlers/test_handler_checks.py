@@ -71,6 +71,16 @@ class GeneratorOnDisconnection(EchoHandler):
         yield
 
 
+class PlainOnRefused(EchoHandler):
+    def on_refused(self, client: Any, reason: str) -> None:  # type: ignore[override]
+        pass
+
+
+class OnRefusedWithoutReason(EchoHandler):
+    async def on_refused(self, client: Any) -> None:  # type: ignore[override]
+        pass
+
+
 class PlainServiceInit(EchoHandler):
     def service_init(self, exit_stack: AsyncExitStack) -> None:  # type: ignore[override]
         pass
@@ -120,6 +130,8 @@ MISTAKES = [
     ),
     (LoginWithoutClient, "LoginWithoutClient.on_connection must take (self, client)"),
     (GeneratorOnDisconnection, "GeneratorOnDisconnection.on_disconnection must be a coroutine"),
+    (PlainOnRefused, "PlainOnRefused.on_refused must be a coroutine function"),
+    (OnRefusedWithoutReason, "OnRefusedWithoutReason.on_refused must take (self, client, reason)"),
     (PlainServiceInit, "PlainServiceInit.service_init must be a coroutine function"),
     (AsyncServiceInitOneArgument, "must take (self, exit_stack, server)"),
     (PlainRespond, "PlainRespond.respond must be a coroutine function: write async def respond"),
