@@ -152,6 +152,17 @@ class MetricsCollector:
             )
 
 
+#: The label values exposed at 0 before they happen, per kind of listener.
+_REFUSAL_REASONS: Final = ("max_connections", "max_connections_per_ip")
+_STREAM_DEADLINES: Final = ("frame_timeout", "idle_timeout", "request_timeout", "write_timeout")
+_DATAGRAM_DEADLINES: Final = ("client_idle_timeout", "request_timeout")
+_DROP_REASONS: Final = ("client_queue_size", "datagram_rate_per_ip", "max_clients", "too_large")
+
+
+def _is_datagram(snap: ServerMetrics) -> bool:
+    return snap.transport in ("udp", "unix-datagram")
+
+
 def _families(snapshots: Sequence[ServerMetrics]) -> Iterator[Metric]:
     """Every family but ``workers``, in the order of the module's table."""
     labels = [_LISTENER]
@@ -173,10 +184,16 @@ def _families(snapshots: Sequence[ServerMetrics]) -> Iterator[Metric]:
         documentation: str,
         label: str,
         counts: Callable[[ServerMetrics], Mapping[str, int]],
+        known: Callable[[ServerMetrics], Sequence[str]] = lambda snap: (),
     ) -> Metric:
         family = CounterMetricFamily(PREFIX + name, documentation, labels=[_LISTENER, label])
         for snap in snapshots:
-            for key, value in sorted(counts(snap).items()):
+            # The label values a listener of its kind can have are exposed from the start, at
+            # 0: a rate() over the first refusal then sees it (a series that appears with 1
+            # shows no increase).
+            values = dict.fromkeys(known(snap), 0)
+            values.update(counts(snap))
+            for key, value in sorted(values.items()):
                 family.add_metric([snap.listener, key], value)
         return family
 
@@ -197,6 +214,7 @@ def _families(snapshots: Sequence[ServerMetrics]) -> Iterator[Metric]:
         "max_connections_per_ip, proxy_protocol, tls_handshake).",
         "reason",
         lambda snap: snap.connections_refused,
+        lambda snap: () if _is_datagram(snap) else _REFUSAL_REASONS,
     )
     yield gauge("connections_active", "Connections open now.", lambda snap: snap.connections_active)
     yield gauge(
@@ -235,6 +253,7 @@ def _families(snapshots: Sequence[ServerMetrics]) -> Iterator[Metric]:
         "frame_timeout, request_timeout, write_timeout, shutdown_timeout...).",
         "kind",
         lambda snap: snap.deadlines_expired,
+        lambda snap: _DATAGRAM_DEADLINES if _is_datagram(snap) else _STREAM_DEADLINES,
     )
     yield by_label(
         "accept_errors",
@@ -249,6 +268,7 @@ def _families(snapshots: Sequence[ServerMetrics]) -> Iterator[Metric]:
         "datagram_rate_per_ip).",
         "reason",
         lambda snap: snap.datagrams_dropped,
+        lambda snap: _DROP_REASONS if _is_datagram(snap) else (),
     )
     yield counter(
         "write_high_water",

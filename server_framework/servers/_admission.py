@@ -106,6 +106,27 @@ class Admission:
                 )
         return True
 
+    def check(self, active: int, peer: PeerAddress | Literal[False]) -> tuple[str | None, Token]:
+        """A connection was accepted, ``active`` are open: count it, and say if it is refused.
+
+        Args:
+            active: Connections open (counted) before this one.
+            peer: The client's address, or ``False`` when it is not known yet (a trusted PROXY
+                header will name it: :meth:`acquire_address` then).
+
+        Returns:
+            ``(reason, token)``: why it is refused (``MAX_CONNECTIONS``, ``PER_IP``; the caller
+            then calls :meth:`refuse`) or None, and the token of an admitted connection for
+            :meth:`release_address`.
+        """
+        self._counters.accepted += 1
+        if self.over_limit(active):
+            return MAX_CONNECTIONS, None
+        if peer is False or self._per_ip is None:
+            return None, None
+        token = self._per_ip.acquire(peer)
+        return (PER_IP, None) if token is REFUSED else (None, token)
+
     def released(self, active: int) -> bool:
         """A connection ended and ``active`` remain: True if the server was full and is now
         below nine tenths of ``max_connections`` (logged; a paused listener accepts again)."""

@@ -878,16 +878,10 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
             self.loop.add_reader(sock.fileno(), self._on_acceptable, sock)
 
     def _accepted(self, conn_sock: socket.socket, peer: Any) -> None:
-        self.counters.accepted += 1
         admission = self.admission
-        token: Token = None
-        if admission.over_limit(len(self.connections)):
-            reason: str | None = MAX_CONNECTIONS
-        elif admission.limits_addresses and self.options.proxy_trusted is None:
-            token = admission.acquire_address(peer)
-            reason = PER_IP if token is REFUSED else None
-        else:
-            reason = None
+        reason, token = admission.check(
+            len(self.connections), False if self.options.proxy_trusted else peer
+        )
         if reason is not None and not admission.refuse(reason):
             conn_sock.close()  # counted; the handler does not answer it
             return
@@ -947,18 +941,17 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
 
     def admit(self, conn: AsyncIOStreamConnection) -> str | None:
         """Count a connection made by uvloop's accept loop: None, or why it is refused."""
-        self.counters.accepted += 1
         admission = self.admission
-        if admission.over_limit(len(self.connections)):
-            if admission.pause:
+        assert conn._transport is not None
+        reason, token = admission.check(
+            len(self.connections),
+            False if self.options.proxy_trusted else conn._transport.get_extra_info("peername"),
+        )
+        if reason is not None:
+            if reason == MAX_CONNECTIONS and admission.pause:
                 self._pause()  # uvloop's accept loop took more than the limit in one go
-            return MAX_CONNECTIONS
-        if admission.limits_addresses and self.options.proxy_trusted is None:
-            assert conn._transport is not None
-            token = admission.acquire_address(conn._transport.get_extra_info("peername"))
-            if token is REFUSED:
-                return PER_IP
-            conn._ip_token = token
+            return reason
+        conn._ip_token = token
         self.connections.add(conn)
         if admission.pause and admission.over_limit(len(self.connections)):
             # Full now: stop uvloop's accept loop before it takes one more (it accepts first

@@ -54,7 +54,7 @@ from server_framework.sockets import (
     set_abortive_close,
 )
 
-from ._admission import MAX_CONNECTIONS, PER_IP, REFUSAL_ANSWER_TIMEOUT, REFUSED, Admission, Token
+from ._admission import PER_IP, REFUSAL_ANSWER_TIMEOUT, REFUSED, Admission, Token
 from ._base import Listener
 from ._driver import (
     ACCEPT_RETRY_DELAY,
@@ -628,7 +628,7 @@ class TrioStreamListener(Listener[StreamOptions]):
 
     async def _accept_loop(self, sock: socket.socket, nursery: trio.Nursery) -> None:
         admission = self.admission
-        by_address = admission.limits_addresses and self.options.proxy_trusted is None
+        by_address = self.options.proxy_trusted is None
         while True:
             if admission.pause and admission.over_limit(len(self.connections)):
                 # overload="pause": accept nothing until connections end (the kernel queues).
@@ -650,15 +650,7 @@ class TrioStreamListener(Listener[StreamOptions]):
                 self._accept_failures(error=str(exc))
                 await trio.sleep(ACCEPT_RETRY_DELAY)
                 continue
-            self.counters.accepted += 1
-            token: Token = None
-            if admission.over_limit(len(self.connections)):
-                reason: str | None = MAX_CONNECTIONS
-            elif by_address:
-                token = admission.acquire_address(peer)
-                reason = PER_IP if token is REFUSED else None
-            else:
-                reason = None
+            reason, token = admission.check(len(self.connections), by_address and peer)
             if reason is not None and not admission.refuse(reason):
                 conn_sock.close()  # counted; the handler does not answer it
                 continue

@@ -6,6 +6,7 @@ one log line per state transition."""
 from __future__ import annotations
 
 import itertools
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from handlers import RequestResponseHandler
 from protocols import BytesSerializer, DatagramProtocol, StreamProtocol
 from server_framework.backend import current
 from server_framework.servers import AsyncTCPServer, AsyncUDPServer
+from server_framework.servers._admission import MAX_ANSWERING, REFUSAL_ANSWER_TIMEOUT
 
 from server_helpers import LineClient, connect, in_thread, serving
 
@@ -217,3 +219,38 @@ def test_limit_options_are_checked() -> None:
         AsyncUDPServer(
             "127.0.0.1", 0, DatagramProtocol(BytesSerializer()), Upper(), datagram_burst=3
         )
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_refused_connections_answered_at_once_are_bounded(backend_name: str) -> None:
+    class Stalling(Upper):
+        async def on_refused(self, client: Any, reason: str) -> None:
+            await current().sleep(30)  # cut at REFUSAL_ANSWER_TIMEOUT
+
+    server = AsyncTCPServer("127.0.0.1", 0, LINES, Stalling(), max_connections=1)
+    async with serving(server):
+        address = server.get_addresses()[0]
+        with connect(address) as first:
+            assert await in_thread(served, first) == b"PING"
+            before = open_descriptors()
+            clients = await in_thread(lambda: [connect(address) for _ in range(100)])
+            try:
+                await wait_for(
+                    lambda: server.metrics.connections_refused.get("max_connections") == 100,
+                    "the refusals",
+                )
+                # The server holds at most MAX_ANSWERING of them (the others were closed at
+                # once), each for REFUSAL_ANSWER_TIMEOUT at most.
+                held = open_descriptors() - before - len(clients)
+                assert held <= MAX_ANSWERING + 2
+                await wait_for(
+                    lambda: open_descriptors() - before - len(clients) <= 2,
+                    "the answers to be cut",
+                    timeout=REFUSAL_ANSWER_TIMEOUT + 10,
+                )
+            finally:
+                for sock in clients:
+                    sock.close()

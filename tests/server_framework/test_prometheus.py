@@ -122,6 +122,31 @@ def test_counters_and_gauges_exact_lines() -> None:
     assert all(len(line.split(" ", 3)[3]) > 10 for line in helps)  # each one says something
 
 
+def test_known_label_values_start_at_zero() -> None:
+    stream = render(snapshot())
+    label = f'listener="{TCP}"'
+    for reason in ("max_connections", "max_connections_per_ip"):
+        line = f'server_framework_connections_refused_total{{{label},reason="{reason}"}} 0.0'
+        assert line in stream
+    assert f'server_framework_deadlines_expired_total{{kind="write_timeout",{label}}} 0.0' in (
+        stream
+    )
+    assert not any(line.startswith("server_framework_datagrams_dropped_total{") for line in stream)
+    udp = "udp://127.0.0.1:5353"
+    datagram = render(snapshot(listener=udp, transport="udp", datagrams_dropped={"max_clients": 2}))
+    assert (
+        f'server_framework_datagrams_dropped_total{{listener="{udp}",reason="max_clients"}} 2.0'
+        in datagram
+    )
+    assert (
+        f'server_framework_datagrams_dropped_total{{listener="{udp}",reason="too_large"}} 0.0'
+        in datagram
+    )
+    assert not any(
+        line.startswith("server_framework_connections_refused_total{") for line in datagram
+    )
+
+
 def test_every_family_in_order_and_valid_exposition() -> None:
     text = "\n".join(render(snapshot(), workers=3)) + "\n"
     families = list(text_string_to_metric_families(text))
