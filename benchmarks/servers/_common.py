@@ -9,6 +9,10 @@ import resource
 import signal
 import sys
 
+#: The environment variable that sets the framework servers' ``warn_blocked`` (unset: the
+#: framework's default, as every user gets it; ``--instructions`` sets 0).
+WARN_BLOCKED_ENV = "SF_BENCH_WARN_BLOCKED"
+
 
 def parse_args(
     description: str, modes: tuple[str, ...], **extra: tuple[str, ...]

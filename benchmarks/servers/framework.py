@@ -24,6 +24,7 @@ The ``READY`` line also says which engine the framework runs (``server_framework
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -31,7 +32,7 @@ import structlog
 
 import server_framework
 from benchmarks.messages import CRLF, PING, PONG, Order
-from benchmarks.servers._common import parse_args, ready
+from benchmarks.servers._common import WARN_BLOCKED_ENV, parse_args, ready
 from handlers import (
     DatagramClient,
     DatagramEchoHandler,
@@ -132,10 +133,18 @@ async def serve(host: str, port: int, workload: str, handler_name: str) -> None:
     handler = make_handler(handler_name, workload)
     protocol = make_protocol(workload)
     server: AsyncTCPServer[Any, Any] | AsyncUDPServer[Any, Any]
+    # The blocked-loop watchdog is on, as for every user, unless the harness turns it off:
+    # --instructions does, since its heartbeat runs on time, not per request (under callgrind
+    # a server runs ~50x slower, so its share of a request's instructions would depend on the
+    # machine's load).
+    options: dict[str, Any] = {}
+    watchdog = os.environ.get(WARN_BLOCKED_ENV)
+    if watchdog is not None:
+        options["warn_blocked"] = float(watchdog)
     if workload == "udp":
-        server = AsyncUDPServer(host, port, protocol, handler)
+        server = AsyncUDPServer(host, port, protocol, handler, **options)
     else:
-        server = AsyncTCPServer(host, port, protocol, handler)
+        server = AsyncTCPServer(host, port, protocol, handler, **options)
     async with server:
         host_port = server.get_addresses()[0]
         assert isinstance(host_port, tuple)

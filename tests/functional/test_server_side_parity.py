@@ -772,3 +772,42 @@ async def test_shutdown_serves_the_first_request_of_a_connection_just_accepted(
         finally:
             late.close()
             silent.close()
+
+
+async def test_no_on_disconnection_for_a_connection_that_never_started(
+    backend_name: BackendName, tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """A failed TLS handshake or PROXY header: the handler never saw the connection, so
+    neither on_connection nor on_disconnection is called (on every loop)."""
+    calls: list[str] = []
+
+    class Hooks(sf.EchoHandler):
+        async def on_connection(self, client: Any) -> None:
+            calls.append("connection")
+
+        async def on_disconnection(self, client: Any) -> None:
+            calls.append("disconnection")
+
+    server_context, client_context = tls_contexts
+    tls = sf.AsyncTCPServer("127.0.0.1", 0, JSON_LINES, Hooks(), ssl=server_context)
+    proxied = sf.AsyncTCPServer("127.0.0.1", 0, JSON_LINES, Hooks(), proxy_protocol="v1")
+    async with serving(tls), serving(proxied):
+
+        def scenario() -> None:
+            for address, garbage in (
+                (tls.get_addresses()[0], b"plaintext\n"),
+                (proxied.get_addresses()[0], b"GET / HTTP/1.1\r\n\r\n"),
+            ):
+                with connect(address) as sock:
+                    sock.sendall(garbage)
+                    assert sock.recv(10) == b""
+
+        await in_thread(scenario)
+        # A connection that does start: both hooks, once (so the ones above were not missed).
+        address = tls.get_addresses()[0]
+        assert await in_thread(line_exchange, address, ["x"], client_context) == ["x"]
+        for _ in range(1000):
+            if "disconnection" in calls:
+                break
+            await current().sleep(0.01)
+    assert calls == ["connection", "disconnection"]
