@@ -132,3 +132,31 @@ def test_a_second_home_is_found() -> None:
         "pkg.other": [("Thing", Thing)],
     }
     assert second_homes(exports) == ["Thing: pkg.other"]
+
+
+def test_the_faces_lazy_names_are_listed_alike() -> None:
+    """The face lists its lazily imported names three times: ``_LAZY`` (for the runtime), the
+    ``TYPE_CHECKING`` imports (for type checkers) and ``__all__``; they must agree."""
+    import ast  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import server_framework  # noqa: PLC0415
+
+    source = Path(server_framework.__file__).read_text()
+    typed: dict[str, str] = {}
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        ):
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                assert statement.module is not None
+                for alias in statement.names:
+                    typed[alias.asname or alias.name] = statement.module
+    lazy = server_framework._LAZY
+    assert typed == lazy
+    assert set(lazy) <= set(server_framework.__all__)
+    for name, home in lazy.items():
+        assert getattr(server_framework, name) is getattr(importlib.import_module(home), name)
