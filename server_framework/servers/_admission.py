@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 
 from handlers.base import StreamRequestHandler
 
-from ._driver import bump, overrides
+from ._driver import bump, outside, overrides
 from ._limits import REFUSED, ConnectionsPerPeer, PeerAddress
 
 __all__ = [
@@ -94,13 +94,15 @@ class Admission:
             self.full = True
             self.refused_while_full = 0
             if self.pause:
-                self._log.warning(
+                outside(
+                    self._log.warning,
                     "max_connections reached: not accepting until connections end "
                     "(the kernel's backlog queues new ones)",
                     max_connections=self.limit,
                 )
             else:
-                self._log.warning(
+                outside(
+                    self._log.warning,
                     "max_connections reached: refusing new connections",
                     max_connections=self.limit,
                 )
@@ -132,7 +134,8 @@ class Admission:
         below nine tenths of ``max_connections`` (logged; a paused listener accepts again)."""
         if self.full and active <= self.resume_at:
             self.full = False
-            self._log.info(
+            outside(
+                self._log.info,
                 "below max_connections again: accepting",
                 connections=active,
                 refused=self.refused_while_full,
@@ -176,10 +179,16 @@ class Admission:
     def _transition(self, key: str, limited: bool, refused: int) -> None:
         assert self._per_ip is not None
         if limited:
-            self._log.warning(
+            outside(
+                self._log.warning,
                 "max_connections_per_ip reached: refusing this client's new connections",
                 client=key,
                 max_connections_per_ip=self._per_ip.limit,
             )
         else:
-            self._log.info("client below max_connections_per_ip again", client=key, refused=refused)
+            outside(
+                self._log.info,
+                "client below max_connections_per_ip again",
+                client=key,
+                refused=refused,
+            )

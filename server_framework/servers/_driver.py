@@ -22,6 +22,7 @@ Strategy (the hot path; see docs/architecture.md, "One TCP request, end to end")
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import inspect
 import itertools
@@ -75,6 +76,7 @@ __all__ = [
     "new_counters",
     "next_conn_id",
     "not_tls_hint",
+    "outside",
     "overrides",
     "resolve_logger",
     "resume_blocked",
@@ -384,6 +386,12 @@ class RateLimitedLog:
         count = self.count
         if count & (count - 1) == 0:
             getattr(self.log, self._level)(self._event, count=count, **details)
+
+
+def outside(log: Any, event: str, **fields: Any) -> None:
+    """Log ``event`` outside the running connection's log context: a transition is the
+    server's (or a client address's), not the connection that happened to cause it."""
+    contextvars.Context().run(log, event, **fields)
 
 
 @types.coroutine

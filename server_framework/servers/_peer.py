@@ -12,7 +12,7 @@ from server_framework.backend import AsyncBackend
 from server_framework.sockets import MAX_DATAGRAM_SIZE, Address, SocketProxy, normalize_address
 
 from ._base import Listener
-from ._driver import bump, now
+from ._driver import bump, now, outside
 from ._limits import DatagramRatePerPeer
 from ._options import DatagramOptions
 
@@ -106,13 +106,16 @@ class DatagramEndpoint(ABC, Generic[PeerT]):
     def _rate_transition(self, key: str, limited: bool, refused: int) -> None:
         log = self.options.log
         if limited:
-            log.warning(
+            outside(
+                log.warning,
                 "max_datagram_rate_per_ip reached: dropping this client's excess datagrams",
                 client=key,
                 max_datagram_rate_per_ip=self.options.max_datagram_rate_per_ip,
             )
         else:
-            log.info("client below max_datagram_rate_per_ip again", client=key, dropped=refused)
+            outside(
+                log.info, "client below max_datagram_rate_per_ip again", client=key, dropped=refused
+            )
 
     @abstractmethod
     def _new_client(self, address: Any) -> PeerT:

@@ -317,7 +317,14 @@ def test_limits_per_client_apply() -> None:
         assert udp_exchange(server.addresses("udp")[0], b'"a"\n') == b'"a"'
         server.send_signal(signal.SIGTERM)
         assert server.wait() == 0
-    assert "max_connections_per_ip reached" in server.output()
+    lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+    transitions = [line for line in lines if "max_connections_per_ip" in line["event"]]
+    assert [line["event"] for line in transitions] == [
+        "max_connections_per_ip reached: refusing this client's new connections",
+        "client below max_connections_per_ip again",
+    ]
+    # About the client address, not the connection whose end happened to cause it.
+    assert all("peer" not in line and "conn_id" not in line for line in transitions)
 
 
 # -- TLS --------------------------------------------------------------------------------------
