@@ -297,6 +297,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         parse=parse_seconds(allow_zero=True),
     ),
     Option(
+        name="keepalive",
+        group=_LIMITS,
+        metavar=None,
+        help="TCP keepalive on every connection: the kernel probes a connection silent for "
+        "about two hours and closes it if the peer's host is gone (default: on)",
+        parse=parse_bool,
+    ),
+    Option(
         name="warn_blocked",
         group=_LIMITS,
         metavar="SECONDS",
@@ -350,6 +358,14 @@ OPTIONS: Final[tuple[Option, ...]] = (
         "on this address, e.g. 127.0.0.1:9100 (this machine only) or :9100 (every interface); "
         "with --workers, summed over the workers; needs prometheus-client (default: off)",
         parse=parse_inet,
+    ),
+    Option(
+        name="log_connections",
+        group=_LOGGING,
+        metavar=None,
+        help="log each connection accepted and closed (two debug lines; shown with "
+        "--log-level debug) (default: on)",
+        parse=parse_bool,
     ),
     Option(
         name="log_level",

@@ -71,6 +71,8 @@ def _servers(settings: Settings, app: App, listeners: Listeners) -> list[Any]:
                     write_high_water=settings.write_high_water,
                     shutdown_timeout=settings.shutdown_timeout,
                     warn_blocked=settings.warn_blocked,
+                    keepalive=settings.keepalive,
+                    log_connections=settings.log_connections,
                     **proxy_protocol_options(settings),
                 )
             )

@@ -80,6 +80,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         write_timeout: Seconds replies may make no progress; 0 turns it off.
         write_high_water: Largest batch of replies to one read, in bytes.
         shutdown_timeout: Grace period for requests in progress when stopping.
+        keepalive: TCP keepalive on every stream connection.
+        log_connections: Log each stream connection accepted and closed (debug lines).
         warn_blocked: Warn when the event loop is blocked longer than this many seconds;
             0 turns it off (see :mod:`server_framework.watchdog`).
         tls_cert: PEM certificate chain (may hold the key too); enables TLS.
@@ -119,6 +121,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     write_timeout: float = DEFAULT_WRITE_TIMEOUT
     write_high_water: int = DEFAULT_WRITE_HIGH_WATER
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    keepalive: bool = True
+    log_connections: bool = True
     warn_blocked: float = DEFAULT_WARN_BLOCKED
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -327,6 +327,22 @@ def test_limits_per_client_apply() -> None:
     assert all("peer" not in line and "conn_id" not in line for line in transitions)
 
 
+def test_keepalive_and_log_connections_apply() -> None:
+    printed = run_cli("serve", ECHO, "--no-keepalive", "--print-config").output()
+    assert "keepalive = false" in printed
+    args = ["--no-keepalive", "--log-level", "debug"]
+    with serving(ECHO, "--tcp", LOCAL, *args, "--no-log-connections") as quiet:
+        assert line_exchange(quiet.addresses()[0], ["x"]) == ["x"]
+        quiet.send_signal(signal.SIGTERM)
+        assert quiet.wait() == 0
+    assert "connection accepted" not in quiet.output()
+    with serving(ECHO, "--tcp", LOCAL, "--log-level", "debug") as chatty:
+        assert line_exchange(chatty.addresses()[0], ["y"]) == ["y"]
+        chatty.send_signal(signal.SIGTERM)
+        assert chatty.wait() == 0
+    assert "connection accepted" in chatty.output()
+
+
 # -- TLS --------------------------------------------------------------------------------------
 
 
