@@ -453,7 +453,7 @@ class Supervisor:
                 logger.warning("worker did not stop cleanly", how=how, **fields)
             if generation.retired and not self._members(generation, stopping=True):
                 logger.info("old generation drained", generation=generation.number)
-        elif not worker.ready:
+        elif not worker.ready and generation is not self._current:
             if generation is self._pending and self._current is not None:
                 self._abandon_reload(how, **fields)
             else:
@@ -461,6 +461,8 @@ class Supervisor:
                 self._exit_code = EXIT_USAGE if returncode == EXIT_USAGE else EXIT_STARTUP
                 self._stop()
         else:
+            # A serving worker died, or the replacement of one (or a worker SIGTTIN added)
+            # failed at start-up while the others serve: restarted, within the crash limit.
             now = time.monotonic()
             self._crashes.append(now)
             while self._crashes[0] < now - CRASH_WINDOW:
@@ -475,6 +477,13 @@ class Supervisor:
                 )
                 self._exit_code = EXIT_STARTUP
                 self._stop()
+            elif not worker.ready:
+                logger.warning(
+                    "worker failed at start-up; the others serve: restarting it",
+                    how=how,
+                    **fields,
+                )
+                self._spawn(generation, worker.index)
             else:
                 logger.warning("worker died; restarting it", how=how, **fields)
                 self._spawn(generation, worker.index)

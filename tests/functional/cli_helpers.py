@@ -103,6 +103,23 @@ class FailingHandler(StreamRequestHandler[Any, Any]):
         yield
 
 
+class FlakyStartHandler(ProbeHandler):
+    """A ``ProbeHandler`` whose ``service_init`` fails while the file named by
+    ``FLAKY_START_FILE`` holds a count above 0 (each failure takes one off): a database that
+    is down for a while."""
+
+    async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
+        path = os.environ.get("FLAKY_START_FILE", "")
+        with contextlib.suppress(FileNotFoundError):
+            with open(path) as file:
+                left = int(file.read() or 0)
+            if left > 0:
+                with open(path, "w") as file:
+                    file.write(str(left - 1))
+                raise RuntimeError("no database yet")
+        await super().service_init(exit_stack, server)
+
+
 class NoYieldHandler(StreamRequestHandler[Any, Any]):
     """A first handler's classic mistake: ``handle`` with no ``yield`` (a coroutine)."""
 

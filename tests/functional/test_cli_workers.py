@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cli_helpers import ServerProcess, kill_quietly, run_cli, serving, udp_exchange
+from cli_helpers import ServerProcess, clean_env, kill_quietly, run_cli, serving, udp_exchange
 from server_helpers import LineClient, connect, line_exchange
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,6 +125,29 @@ def test_worker_failing_at_start_up_stops_everything() -> None:
     assert len(process.find("worker started")) == 1  # the others were never started
     assert process.find("start-up failed: RuntimeError: no database", worker=1)
     assert process.find("worker failed at start-up; stopping", how="exit code 3")
+
+
+def test_a_replacement_failing_at_start_up_is_retried_while_the_others_serve(
+    tmp_path: Any,
+) -> None:
+    flaky = tmp_path / "failures"
+    flaky.write_text("0")
+    env = clean_env(FLAKY_START_FILE=str(flaky))
+    args = ["--tcp", LOCAL, "--workers", "2"]
+    with serving(
+        "cli_helpers:FlakyStartHandler", *args, env=env, ready="all workers ready"
+    ) as server:
+        flaky.write_text("2")  # the database is down for the next two starts
+        victim = min(worker_pids(server))
+        os.kill(victim, signal.SIGKILL)
+        server.wait_for("worker ready", count=3)  # the third start of its replacement
+        failed = server.find("worker failed at start-up; the others serve: restarting it")
+        assert len(failed) == 2
+        assert len(worker_pids(server) - {record["worker_pid"] for record in failed}) == 2
+        assert line_exchange(server.addresses()[0], ["still"])[0]["request"] == "still"
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+    assert not server.find("worker failed at start-up; stopping")
 
 
 def test_worker_usage_error_is_exit_2() -> None:
