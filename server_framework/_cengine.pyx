@@ -847,11 +847,17 @@ cdef inline void _bump(dict table, str key) except *:
     table[key] = table.get(key, 0) + 1
 
 
-cdef str _error_name(object exc):
+cdef Py_ssize_t _MAX_ERROR_TYPES = 64  # servers._driver.MAX_ERROR_TYPES
+
+
+cdef str _error_name(object exc, dict counted):
     """Twin of ``servers._driver.error_name``."""
     kind = type(exc)
     module = kind.__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    if len(counted) >= _MAX_ERROR_TYPES and name not in counted:
+        return "other"
+    return name
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -1172,7 +1178,7 @@ cdef class DriverCore:
         self._request_close()
 
     def _close_after_error(self, exc):
-        _bump(self._counters.errors, _error_name(exc))
+        _bump(self._counters.errors, _error_name(exc, self._counters.errors))
         self._log.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 

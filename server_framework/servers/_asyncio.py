@@ -819,11 +819,16 @@ class AsyncIOStreamListener(AsyncIOListener[StreamOptions]):
         (``overload="pause"``) closes them, which closes only the duplicate, and the kernel
         keeps queueing connections on the socket."""
         factory: Callable[[], asyncio.Protocol] = lambda: AsyncIOStreamConnection(self)  # noqa: E731
-        for sock in self._uvloop_sockets:
+        for sock in list(self._uvloop_sockets):
+            if not self._uvloop_sockets:
+                return  # stopped meanwhile (a resume's task): the sockets are closed
             if sock.family == getattr(socket, "AF_UNIX", None):
                 created = await self.loop.create_unix_server(factory, sock=sock.dup())
             else:
                 created = await self.loop.create_server(factory, sock=sock.dup())
+            if not self._uvloop_sockets:
+                created.close()
+                return
             self._servers.append(created)
 
     def _pause(self) -> None:

@@ -263,6 +263,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         watch = self._watch
         handler = self._options.handler
         busy = getattr(handler, "busy_threads", 0)
+        buckets = counters.bucket_counts()
         return ServerMetrics(
             listener=self._name or self._transport_name(),
             transport=self._transport_name(),
@@ -285,9 +286,9 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
             loop_lag=watch.lag() if watch is not None else float("nan"),
             latency=LatencyHistogram(
                 bounds=LATENCY_BUCKETS,
-                counts=counters.bucket_counts(),
+                counts=buckets,
                 sum=counters.latency_sum,
-                count=sum(counters.bucket_counts()),
+                count=sum(buckets),
             ),
         )
 

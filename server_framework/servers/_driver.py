@@ -54,6 +54,7 @@ __all__ = [
     "BASE_ON_DISCONNECTION",
     "FRAME_TIMEOUT",
     "IDLE_TIMEOUT",
+    "MAX_ERROR_TYPES",
     "NOT_TLS_REASONS",
     "PEER_WORDS",
     "READ_BATCH",
@@ -532,11 +533,20 @@ def is_handshake_timeout(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError) or "taking longer than" in str(exc)
 
 
-def error_name(exc: BaseException) -> str:
-    """How the metrics name an exception's type: ``ValueError``, ``mymodule.QuotaError``."""
+#: Distinct exception types counted in ``handler_errors``; beyond, they count as ``"other"``
+#: (a label per type in Prometheus: their number must stay bounded).
+MAX_ERROR_TYPES: Final = 64
+
+
+def error_name(exc: BaseException, counted: dict[str, int] | None = None) -> str:
+    """How the metrics name an exception's type: ``ValueError``, ``mymodule.QuotaError``;
+    ``"other"`` for a new type when ``counted`` already holds :data:`MAX_ERROR_TYPES`."""
     kind = type(exc)
     module = kind.__module__
-    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    if counted is not None and len(counted) >= MAX_ERROR_TYPES and name not in counted:
+        return "other"
+    return name
 
 
 if TYPE_CHECKING:
@@ -826,7 +836,8 @@ class DriverCore:
         self._request_close()
 
     def _close_after_error(self, exc: BaseException) -> None:
-        bump(self._counters.errors, error_name(exc))
+        errors = self._counters.errors
+        bump(errors, error_name(exc, errors))
         self._log.error(self._words.handler_failed, exc_info=exc)
         self._request_close()
 

@@ -3,6 +3,7 @@ suite runs once per engine)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import socket
 import ssl
@@ -16,6 +17,7 @@ from protocols import BytesSerializer, DatagramProtocol, JSONSerializer, StreamP
 from server_framework.backend import current
 from server_framework.metrics import LATENCY_BUCKETS, ServerMetrics, process_metrics
 from server_framework.servers import AsyncTCPServer, AsyncUDPServer
+from server_framework.servers._driver import MAX_ERROR_TYPES
 
 from server_helpers import LineClient, connect, in_thread, serving
 
@@ -353,3 +355,25 @@ async def test_tls_and_proxy_refusals(
         assert proxied.metrics.deadlines_expired == {"proxy_header_timeout": 1}
         assert tls.metrics.connections_accepted == 2
         assert tls.metrics.transport == "tls"
+
+
+async def test_handler_error_types_are_bounded(backend_name: str) -> None:
+    kinds = [type(f"Error{index}", (Exception,), {}) for index in range(70)]
+
+    class Raiser(RequestResponseHandler[bytes, bytes]):
+        async def respond(self, request: bytes, client: Any) -> bytes:
+            raise kinds[int(request)]()
+
+    server = AsyncTCPServer("127.0.0.1", 0, LINES, Raiser(), logger=logging.getLogger("quiet"))
+    async with serving(server):
+        address = server.get_addresses()[0]
+
+        def scenario() -> None:
+            for index in range(len(kinds)):
+                assert exchange(address, str(index).encode()) == [None]
+
+        await in_thread(scenario)
+        errors = server.metrics.handler_errors
+    assert len(errors) == MAX_ERROR_TYPES + 1
+    assert errors["other"] == len(kinds) - MAX_ERROR_TYPES
+    assert sum(errors.values()) == len(kinds)
