@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from protocols import DEFAULT_MAX_FRAME_SIZE
-from server_framework.cli.settings import DEFAULT_HOST, DEFAULT_PORT
+from server_framework.cli.settings import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_START_TIMEOUT
 from server_framework.cli.values import (
     BACKEND_NAMES,
     FRAMING_NAMES,
@@ -208,6 +208,16 @@ OPTIONS: Final[tuple[Option, ...]] = (
         help="worker processes sharing the listeners, restarted if they crash "
         "(default: 1, serve in this process)",
         parse=parse_int(1),
+    ),
+    Option(
+        name="start_timeout",
+        group=_PROCESSES,
+        metavar="SECONDS",
+        help="with --workers: a worker must serve within this long of its start (import and "
+        "service_init included); else it is stopped and counts as failed: at start-up the "
+        "server stops, on a reload (SIGHUP) the old workers keep serving, a replacement is "
+        f"retried (default: {DEFAULT_START_TIMEOUT:g})",
+        parse=parse_seconds(allow_zero=False),
     ),
     Option(
         name="reuse_port",

@@ -24,9 +24,14 @@ from server_framework.servers import (
 )
 from server_framework.watchdog import DEFAULT_WARN_BLOCKED
 
+#: Seconds a worker of ``--workers`` may take to serve after it starts (its import and
+#: ``service_init`` included) before it counts as failed.
+DEFAULT_START_TIMEOUT: Final = 60.0
+
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "DEFAULT_START_TIMEOUT",
     "LISTENER_FIELDS",
     "ConfigError",
     "InetAddress",
@@ -66,6 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             default (1 MiB).
         backend: ``asyncio``, ``uvloop`` or ``trio``.
         workers: Worker processes; 1 serves in the main process.
+        start_timeout: Seconds a worker may take to serve after it starts (see
+            :mod:`server_framework.cli.workers`).
         reuse_port: Set ``SO_REUSEPORT``; with several workers, each binds its own TCP/UDP
             sockets.
         max_connections: Stream connections (and datagram peers) served at once.
@@ -111,6 +118,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_frame_size: int | None = None
     backend: BackendName = msgspec.field(default_factory=default_backend_name)
     workers: int = 1
+    start_timeout: float = DEFAULT_START_TIMEOUT
     reuse_port: bool = False
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_ip: int | None = None

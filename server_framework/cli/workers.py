@@ -72,7 +72,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
@@ -252,6 +252,7 @@ class _Worker:
     ready_fd: int | None  # read end of its ready pipe, until it reports or exits
     serial: int  # order of start: SIGTTOU removes the newest
     ready: bool = False
+    started_at: float = field(default_factory=time.monotonic)
     kill_at: float | None = None  # set when it was sent SIGTERM: SIGKILL then
     killed: bool = False
 
@@ -435,11 +436,7 @@ class Supervisor:
     def _on_exit(self, worker: _Worker, returncode: int) -> None:
         how = describe_exit(returncode)
         generation = worker.generation
-        fields: dict[str, Any] = {
-            "worker": worker.index,
-            "worker_pid": worker.process.pid,
-            "generation": generation.number,
-        }
+        fields = self._fields(worker)
         # Killed by our SIGTERM before it could handle it (still starting): stopped as asked.
         clean = returncode in (0, -signal.SIGTERM)
         if self._stopping:
@@ -453,45 +450,76 @@ class Supervisor:
                 logger.warning("worker did not stop cleanly", how=how, **fields)
             if generation.retired and not self._members(generation, stopping=True):
                 logger.info("old generation drained", generation=generation.number)
-        elif not worker.ready and generation is not self._current:
-            if generation is self._pending and self._current is not None:
-                self._abandon_reload(how, **fields)
-            else:
-                logger.error("worker failed at start-up; stopping", how=how, **fields)
-                self._exit_code = EXIT_USAGE if returncode == EXIT_USAGE else EXIT_STARTUP
-                self._stop()
+        elif not worker.ready:
+            self._failed_start(worker, how, EXIT_USAGE if returncode == EXIT_USAGE else None)
         else:
-            # A serving worker died, or the replacement of one (or a worker SIGTTIN added)
-            # failed at start-up while the others serve: restarted, within the crash limit.
-            now = time.monotonic()
-            self._crashes.append(now)
-            while self._crashes[0] < now - CRASH_WINDOW:
-                self._crashes.popleft()
-            if len(self._crashes) > max(5, self._count):
-                logger.error(
-                    "workers keep dying; stopping",
-                    deaths=len(self._crashes),
-                    window=CRASH_WINDOW,
-                    how=how,
-                    **fields,
-                )
-                self._exit_code = EXIT_STARTUP
-                self._stop()
-            elif not worker.ready:
-                logger.warning(
-                    "worker failed at start-up; the others serve: restarting it",
-                    how=how,
-                    **fields,
-                )
-                self._spawn(generation, worker.index)
-            else:
-                logger.warning("worker died; restarting it", how=how, **fields)
-                self._spawn(generation, worker.index)
+            self._restart(worker, how)
+
+    def _failed_start(self, worker: _Worker, how: str, exit_code: int | None = None) -> None:
+        """``worker`` exited, or was too slow, before it was ready."""
+        generation = worker.generation
+        fields = self._fields(worker)
+        if generation is self._current:
+            # The replacement of a worker that died (or one SIGTTIN added) while the others
+            # serve: restarted, within the crash limit.
+            self._restart(worker, how)
+        elif generation is self._pending and self._current is not None:
+            self._abandon_reload(how, **fields)
+        else:
+            logger.error("worker failed at start-up; stopping", how=how, **fields)
+            self._exit_code = exit_code if exit_code is not None else EXIT_STARTUP
+            self._stop()
+
+    def _restart(self, worker: _Worker, how: str) -> None:
+        """Start ``worker``'s replacement, unless workers keep dying (then stop)."""
+        fields = self._fields(worker)
+        now = time.monotonic()
+        self._crashes.append(now)
+        while self._crashes[0] < now - CRASH_WINDOW:
+            self._crashes.popleft()
+        if len(self._crashes) > max(5, self._count):
+            logger.error(
+                "workers keep dying; stopping",
+                deaths=len(self._crashes),
+                window=CRASH_WINDOW,
+                how=how,
+                **fields,
+            )
+            self._exit_code = EXIT_STARTUP
+            self._stop()
+            return
+        if worker.ready:
+            logger.warning("worker died; restarting it", how=how, **fields)
+        else:
+            logger.warning(
+                "worker failed at start-up; the others serve: restarting it", how=how, **fields
+            )
+        self._spawn(worker.generation, worker.index)
+
+    @staticmethod
+    def _fields(worker: _Worker) -> dict[str, Any]:
+        return {
+            "worker": worker.index,
+            "worker_pid": worker.process.pid,
+            "generation": worker.generation.number,
+        }
 
     def _check_deadlines(self) -> None:
         if self._forced:
             return
         now = time.monotonic()
+        if not self._stopping:
+            for worker in list(self._workers.values()):
+                timeout = worker.generation.settings.start_timeout
+                if worker.ready or worker.stopping or now - worker.started_at <= timeout:
+                    continue
+                # Hung at start-up (an import, a database that never answers): killed (it
+                # serves nothing: nothing to drain), and handled as a worker that failed to
+                # start.
+                worker.kill_at = now
+                worker.killed = True
+                worker.process.kill()
+                self._failed_start(worker, f"not ready within {timeout:g} s")
         late = [
             worker
             for worker in self._workers.values()

@@ -120,6 +120,17 @@ class FlakyStartHandler(ProbeHandler):
         await super().service_init(exit_stack, server)
 
 
+class HangingStartHandler(ProbeHandler):
+    """A ``ProbeHandler`` whose ``service_init`` never returns while the file named by
+    ``HANG_START_FILE`` says ``hang``: a database that never answers."""
+
+    async def service_init(self, exit_stack: AsyncExitStack, server: Any) -> None:
+        path = Path(os.environ.get("HANG_START_FILE", "/nonexistent"))
+        if path.is_file() and path.read_text().strip() == "hang":
+            await server.backend().sleep_forever()
+        await super().service_init(exit_stack, server)
+
+
 class NoYieldHandler(StreamRequestHandler[Any, Any]):
     """A first handler's classic mistake: ``handle`` with no ``yield`` (a coroutine)."""
 

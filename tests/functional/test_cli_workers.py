@@ -150,6 +150,40 @@ def test_a_replacement_failing_at_start_up_is_retried_while_the_others_serve(
     assert not server.find("worker failed at start-up; stopping")
 
 
+def test_a_reload_whose_workers_hang_at_start_up_is_abandoned(tmp_path: Any) -> None:
+    hang = tmp_path / "hang"
+    env = clean_env(HANG_START_FILE=str(hang))
+    args = ["--tcp", LOCAL, "--workers", "2", "--start-timeout", "1"]
+    with serving(
+        "cli_helpers:HangingStartHandler", *args, env=env, ready="all workers ready"
+    ) as server:
+        old = worker_pids(server)
+        hang.write_text("hang")
+        server.send_signal(signal.SIGHUP)
+        failed = server.wait_for("reload failed; the old workers keep serving")
+        assert failed["how"] == "not ready within 1 s"
+        assert line_exchange(server.addresses()[0], ["still"])[0]["pid"] in old
+        hang.write_text("")
+        server.send_signal(signal.SIGHUP)
+        server.wait_for("new generation ready")
+        server.send_signal(signal.SIGTERM)
+        assert server.wait() == 0, server.output()
+
+
+def test_a_worker_hanging_at_the_first_start_up_stops_the_server(tmp_path: Any) -> None:
+    hang = tmp_path / "hang"
+    hang.write_text("hang")
+    started = time.monotonic()
+    process = run_cli(
+        "serve", "cli_helpers:HangingStartHandler", "--tcp", LOCAL, "--workers", "2",
+        "--start-timeout", "1", "--log-format", "json",
+        env=clean_env(HANG_START_FILE=str(hang)),
+    )  # fmt: skip
+    assert process.process.returncode == 3, process.output()
+    assert time.monotonic() - started < 15
+    assert process.find("worker failed at start-up; stopping", how="not ready within 1 s")
+
+
 def test_worker_usage_error_is_exit_2() -> None:
     process = run_cli(
         "serve", "handlers:EchoHandler", "--udp", LOCAL, "--workers", "2", "--log-format", "json"
