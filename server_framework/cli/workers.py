@@ -19,10 +19,13 @@ How it works:
 - Start-up: worker 1 starts first; once it reports ready (it is serving), the others start.
   A worker that exits before it is ready stops everything (except in a reload: see SIGHUP):
   the parent exits 3 (2 if the worker reported a usage error), rather than restarting a worker
-  that can never start.
-- A worker that dies after it was ready is restarted at once and the event logged. More than
-  ``max(5, N)`` deaths within 10 seconds means something is wrong with every worker: the
-  parent stops them all and exits 3.
+  that can never start. A worker must be ready within ``--start-timeout`` seconds (60) of its
+  start; one that is not (a hung import or ``service_init``) is killed (it serves nothing)
+  and counts as having failed at start-up.
+- A worker that dies after it was ready is restarted at once and the event logged; so is a
+  replacement (or a worker SIGTTIN added) that fails at start-up while the generation serves.
+  More than ``max(5, N)`` deaths within 10 seconds means something is wrong with every worker:
+  the parent stops them all and exits 3.
 - SIGTERM or SIGINT to the parent: it sends SIGTERM to every worker, each drains (stops
   accepting, finishes requests within ``--shutdown-timeout``, cancels the rest), and the parent
   exits 0 once all exited cleanly (1 otherwise). Workers ignore SIGINT, so Ctrl-C in a
@@ -39,9 +42,10 @@ How it works:
   it exits. Without ``--reuse-port`` all of them wait on one listening socket, whose kernel queue
   outlives any worker: a client connecting meanwhile is accepted by an old worker before it
   stops, or by a new one, never refused. If a new worker fails at start-up (TARGET no longer
-  imports, the config file is invalid...), the reload is abandoned: the new workers are stopped,
-  the old ones keep serving, an error is logged. A SIGHUP during a reload is queued: one more
-  reload follows it (so that code deployed meanwhile is not missed). One line per phase:
+  imports, the config file is invalid...) or is not ready within ``--start-timeout``, the
+  reload is abandoned: the new workers are stopped, the old ones keep serving, an error is
+  logged. A SIGHUP during a reload is queued: one more reload follows it (so that code
+  deployed meanwhile is not missed). One line per phase:
   ``reload requested``, ``new generation ready``, ``old generation drained``.
 - SIGTTIN adds a worker, SIGTTOU removes one (SIGTERM to the newest: it drains), never the last;
   restarts after a crash keep the new number. A worker that exits after the parent sent it
