@@ -34,7 +34,6 @@ import contextlib
 import math
 import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +43,14 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 import structlog
 
+from protocols import (
+    LengthPrefixFramer,
+    MsgPackSerializer,
+    ProtocolError,
+    StapledSerializer,
+    StreamDecoder,
+    StreamProtocol,
+)
 from server_framework.cli.exits import StartupError, os_error_reason
 from server_framework.cli.values import format_inet
 from server_framework.metrics import ServerMetrics, merge, process_metrics
@@ -76,7 +83,6 @@ SCRAPE_TIMEOUT: Final = 1.0
 _PATHS: Final = ("/metrics", "/ready", "/live")
 #: The largest frame a channel accepts (a report of many listeners is a few kilobytes).
 _MAX_FRAME: Final = 16 << 20
-_HEADER: Final = struct.Struct(">I")
 #: Seconds a worker tries to send one report.
 _SEND_TIMEOUT: Final = 5.0
 
@@ -196,32 +202,19 @@ class MetricsReport(msgspec.Struct, frozen=True, array_like=True):
     final: bool = False
 
 
-_encode: Final = msgspec.msgpack.Encoder().encode
-_decode_request: Final = msgspec.msgpack.Decoder(MetricsRequest).decode
-_decode_report: Final = msgspec.msgpack.Decoder(MetricsReport).decode
-
-
-def _frame(message: MetricsRequest | MetricsReport) -> bytes:
-    body = _encode(message)
-    return _HEADER.pack(len(body)) + body
-
-
-def _frames(buffer: bytearray) -> Iterator[bytes]:
-    """Take the complete frames out of ``buffer``.
-
-    Raises:
-        ValueError: A frame longer than the limit (the peer is not ours to trust any more).
-    """
-    while len(buffer) >= _HEADER.size:
-        (size,) = _HEADER.unpack_from(buffer)
-        if size > _MAX_FRAME:
-            raise ValueError(f"a metrics frame of {size} bytes")
-        end = _HEADER.size + size
-        if len(buffer) < end:
-            return
-        body = bytes(buffer[_HEADER.size : end])
-        del buffer[:end]
-        yield body
+#: A channel's frames: a 4-byte length and a MessagePack body. The parent sends requests and
+#: receives reports; the worker the other way round.
+_FRAMER: Final = LengthPrefixFramer(4, max_frame_size=_MAX_FRAME)
+_PARENT: Final[StreamProtocol[MetricsRequest, MetricsReport]] = StreamProtocol(
+    StapledSerializer(sending=MsgPackSerializer(), receiving=MsgPackSerializer(type=MetricsReport)),
+    _FRAMER,
+)
+_WORKER: Final[StreamProtocol[MetricsReport, MetricsRequest]] = StreamProtocol(
+    StapledSerializer(
+        sending=MsgPackSerializer(), receiving=MsgPackSerializer(type=MetricsRequest)
+    ),
+    _FRAMER,
+)
 
 
 class WorkerChannel:
@@ -252,14 +245,14 @@ class WorkerChannel:
         with self._send_lock:
             self._final = final
             with contextlib.suppress(OSError):
-                self._sock.sendall(_frame(final))
+                self._sock.sendall(_WORKER.encode(final))
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)  # the thread's recv returns: it ends
         self._thread.join(SCRAPE_TIMEOUT)
         self._sock.close()
 
     def _run(self) -> None:
-        buffer = bytearray()
+        decoder = _WORKER.decoder()
         try:
             while True:
                 try:
@@ -268,10 +261,10 @@ class WorkerChannel:
                     continue  # no scrape for a while
                 if not chunk:
                     return  # the parent is gone (watch_parent stops us), or we stop
-                buffer += chunk
-                for body in _frames(buffer):
-                    self._answer(_decode_request(body))
-        except (OSError, ValueError, msgspec.DecodeError):
+                decoder.feed(chunk)
+                for request in decoder:
+                    self._answer(request)
+        except (OSError, ProtocolError):
             pass  # the parent is gone, or talks nonsense
 
     def _answer(self, request: MetricsRequest) -> None:
@@ -280,7 +273,7 @@ class WorkerChannel:
         with self._send_lock:
             if self._final is not None:  # stopped: the final counters are the answer
                 report = msgspec.structs.replace(self._final, id=request.id)
-            self._sock.sendall(_frame(report))
+            self._sock.sendall(_WORKER.encode(report))
 
 
 def _counters_only(snap: ServerMetrics) -> ServerMetrics:
@@ -335,7 +328,7 @@ class _Peer:
     pid: int
     index: int
     sock: socket.socket
-    buffer: bytearray = field(default_factory=bytearray)
+    decoder: StreamDecoder[MetricsReport] = field(default_factory=_PARENT.decoder)
     last: list[ServerMetrics] = field(default_factory=list)
     last_id: int = -1
     final: bool = False
@@ -451,7 +444,7 @@ class MetricsHub:
         """
         answered: set[int] = set()
         waiting: dict[socket.socket, _Peer] = {}
-        frame = _frame(MetricsRequest(request))
+        frame = _PARENT.encode(MetricsRequest(request))
         for peer in peers:
             if peer.final:
                 answered.add(peer.pid)
@@ -499,16 +492,15 @@ class MetricsHub:
                 if not chunk:
                     peer.closed = True
                     break
-                peer.buffer += chunk
-                if len(peer.buffer) > _MAX_FRAME + _HEADER.size:
+                peer.decoder.feed(chunk)
+                if peer.decoder.buffered > _MAX_FRAME:
                     break  # take in what is there first
         except BlockingIOError:
             pass
         except OSError:
             peer.closed = True
         try:
-            for body in _frames(peer.buffer):
-                report = _decode_report(body)
+            for report in peer.decoder:
                 if peer.final:
                     continue
                 if report.final:
@@ -517,10 +509,10 @@ class MetricsHub:
                 elif report.id > peer.last_id:
                     peer.last_id = report.id
                     peer.last = report.snapshots
-        except (ValueError, msgspec.DecodeError) as exc:
+        except ProtocolError as exc:
             logger.warning("bad metrics report from a worker", worker_pid=peer.pid, error=str(exc))
             peer.closed = True
-            peer.buffer.clear()
+            peer.decoder.close()
 
     def _retire(self, peer: _Peer) -> None:
         """Fold an exited worker's counters into the retired total; close its channel."""
