@@ -86,8 +86,7 @@ async def drain_tasks(
     _done, pending = await asyncio.wait(tasks, timeout=grace)
     if pending:
         if counters is not None:
-            expired = counters.expired
-            expired["shutdown_timeout"] = expired.get("shutdown_timeout", 0) + len(pending)
+            bump(counters.expired, "shutdown_timeout", len(pending))
         log.warning(f"cancelling {what} still busy after the grace period", count=len(pending))
         for task in pending:
             task.cancel()

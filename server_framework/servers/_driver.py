@@ -514,9 +514,9 @@ class ServerCounters:
         return tuple(self.buckets)
 
 
-def bump(table: dict[str, int], key: str) -> None:
-    """Count one more ``key`` in one of :class:`ServerCounters`' tables."""
-    table[key] = table.get(key, 0) + 1
+def bump(table: dict[str, int], key: str, count: int = 1) -> None:
+    """Count ``count`` more ``key`` in one of :class:`ServerCounters`' tables."""
+    table[key] = table.get(key, 0) + count
 
 
 def errno_name(exc: OSError) -> str:

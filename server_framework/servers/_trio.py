@@ -618,8 +618,7 @@ class TrioStreamListener(Listener[StreamOptions]):
                     stop_all(fresh)
                 await self._drained.wait()
         if self.connections:
-            expired = self.counters.expired
-            expired["shutdown_timeout"] = expired.get("shutdown_timeout", 0) + len(self.connections)
+            bump(self.counters.expired, "shutdown_timeout", len(self.connections))
             self.log.warning(
                 "cancelling connections still busy after the grace period",
                 count=len(self.connections),
@@ -827,8 +826,7 @@ class TrioDatagramListener(Listener[DatagramOptions]):
             with trio.move_on_after(grace):
                 await self._drained.wait()
         if self._client_count():
-            expired = self.options.counters.expired
-            expired["shutdown_timeout"] = expired.get("shutdown_timeout", 0) + self._client_count()
+            bump(self.options.counters.expired, "shutdown_timeout", self._client_count())
             self.log.warning(
                 "cancelling peers still busy after the grace period", count=self._client_count()
             )

@@ -377,3 +377,26 @@ async def test_handler_error_types_are_bounded(backend_name: str) -> None:
     assert len(errors) == MAX_ERROR_TYPES + 1
     assert errors["other"] == len(kinds) - MAX_ERROR_TYPES
     assert sum(errors.values()) == len(kinds)
+
+
+async def test_requests_cancelled_at_the_end_of_the_grace_period_are_counted(
+    backend_name: str,
+) -> None:
+    started = threading.Event()
+
+    class Stuck(RequestResponseHandler[bytes, bytes]):
+        async def respond(self, request: bytes, client: Any) -> bytes:
+            started.set()
+            await current().sleep(30)
+            return request
+
+    server = AsyncTCPServer("127.0.0.1", 0, LINES, Stuck(), shutdown_timeout=0.1)
+    async with serving(server):
+        sock = connect(server.get_addresses()[0])
+        try:
+            sock.sendall(b"x\n")
+            assert await in_thread(started.wait, 10)
+            await server.shutdown()
+        finally:
+            sock.close()
+    assert server.metrics.deadlines_expired == {"shutdown_timeout": 1}
