@@ -49,6 +49,11 @@ _HANDLER_METHODS: Final = frozenset(
 _STACK_LIMIT: Final = 30
 
 
+def _heartbeat_interval(threshold: float) -> float:
+    """Seconds between two heartbeats for a ``threshold``: a quarter of it (5 ms at least)."""
+    return max(0.005, threshold / 4)
+
+
 class _Loop:
     """One watched loop: its thread, its last beat, and whether this stall was reported."""
 
@@ -66,7 +71,7 @@ class _Loop:
     def __init__(self, thread_id: int, threshold: float, name: str) -> None:
         self.thread_id = thread_id
         self.threshold = threshold
-        self.interval = max(0.005, threshold / 4)
+        self.interval = _heartbeat_interval(threshold)
         self.name = name
         self.beat = time.monotonic()
         self.last_lag = 0.0  # how late the last heartbeat ran
@@ -94,7 +99,7 @@ class _Sampler:
             if loop is None:
                 loop = self._loops[thread_id] = _Loop(thread_id, threshold, name)
             loop.threshold = min(loop.threshold, threshold)
-            loop.interval = max(0.005, loop.threshold / 4)
+            loop.interval = _heartbeat_interval(loop.threshold)
             loop.users += 1
             if self._thread is None:
                 self._wake.clear()
@@ -229,7 +234,7 @@ async def watch_loop(
         yield None
         return
     loop = _sampler.attach(threading.get_ident(), threshold, backend.name)
-    interval = max(0.005, threshold / 4)
+    interval = _heartbeat_interval(threshold)
     clock = time.monotonic
     try:
         # No task group: an error of the body must not come out of it wrapped in a group.

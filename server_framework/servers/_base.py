@@ -267,7 +267,7 @@ class AsyncBaseServer(ABC, Generic[OptionsT]):
         return ServerMetrics(
             listener=self._name or self._transport_name(),
             transport=self._transport_name(),
-            serving=self._serving and not self._stop_requested,
+            serving=self.is_serving(),
             draining=self._serving and self._stop_requested,
             connections_accepted=counters.accepted,
             connections_refused=dict(counters.refused),
