@@ -131,13 +131,10 @@ class ServeState:
             return False, "draining"
         if not self.started:
             return False, "starting"
-        for server in self.servers:
-            snap: ServerMetrics = server.metrics
-            if snap.draining:
-                return False, f"draining: {snap.listener}"
-            if not snap.serving:
-                return False, f"not serving: {snap.listener}"
-        return True, "ready"
+        # Only with --metrics, which needs prometheus-client (checked at start).
+        from server_framework.prometheus import readiness  # noqa: PLC0415
+
+        return readiness([server.metrics for server in self.servers])
 
 
 @contextlib.contextmanager
