@@ -1,11 +1,11 @@
 """Who gets a connection, on every loop: ``max_connections`` and its overload policy, the limit
 per client address, and the refused connections the handler answers (``on_refused``).
 
-Each stream listener has one :class:`Admission`. The listener asks it before it counts a new
-connection (:meth:`Admission.over_limit`), when it knows the client's address
-(:meth:`Admission.acquire_address`: at accept, or once a trusted PROXY header named the
-original client), and tells it when a connection ends (:meth:`Admission.released`). Nothing
-here runs per request.
+Each stream listener has one :class:`Admission`. The listener asks it about each accepted
+connection (:meth:`Admission.check`: ``max_connections``, and the client's address when it is
+known), about the original client once a trusted PROXY header named it
+(:meth:`Admission.acquire_address`), and tells it when a connection ends
+(:meth:`Admission.released`). Nothing here runs per request.
 
 Log lines follow state transitions, never single refusals: one warning when the server
 reaches ``max_connections`` and one line when it is back below nine tenths of it (the gap
@@ -157,11 +157,6 @@ class Admission:
     def answered(self) -> None:
         """An answered refusal is over (its connection closed)."""
         self.answering -= 1
-
-    @property
-    def limits_addresses(self) -> bool:
-        """True if connections are limited per client address."""
-        return self._per_ip is not None
 
     def acquire_address(self, peer: PeerAddress) -> Token:
         """Count a connection from ``peer`` against ``max_connections_per_ip``: its token (for

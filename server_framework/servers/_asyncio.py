@@ -500,15 +500,14 @@ class AsyncIOStreamConnection(
         if not header.is_local and header.source is not None:
             self._peer_override = normalize_address(header.source)
             listener = self._listener
-            if listener.admission.limits_addresses:
-                token = listener.admission.acquire_address(self._peer_override)
-                if token is REFUSED:
-                    if listener.refuse(self, PER_IP):
-                        listener.answer(self)
-                    else:
-                        self._transport.close()
-                    return
-                self._ip_token = token
+            token = listener.admission.acquire_address(self._peer_override)
+            if token is REFUSED:
+                if listener.refuse(self, PER_IP):
+                    listener.answer(self)
+                else:
+                    self._transport.close()
+                return
+            self._ip_token = token
         self._listener.tasks.add(self._start_task())
         rest = parser.remaining()
         if rest:

@@ -208,7 +208,7 @@ class TrioStreamConnection(ConnectionDriver, StreamClient[Any]):
                     if not await self._read_proxy_header():
                         return
                     admission = listener.admission
-                    if admission.limits_addresses and self._peer is not accepted_from:
+                    if self._peer is not accepted_from:
                         # The original client, from the trusted proxy's header, is limited.
                         token = admission.acquire_address(self._peer)
                         if token is REFUSED:
